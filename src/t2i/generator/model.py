@@ -1,0 +1,59 @@
+"""Component 2: the latent diffusion generator, a diffusers `UNet2DConditionModel` with cross-attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from diffusers import UNet2DConditionModel
+
+from t2i.sampling import PREDICTION_TYPES, NoiseScheduleConfig
+
+
+@dataclass
+class GeneratorConfig:
+    block_out_channels: tuple[int, ...] = (32, 64)  # channels per U-Net level; each level after the first halves H, W
+    layers_per_block: int = 1  # ResNet (+ cross-attention) blocks per level
+    attention_heads: int = 8  # heads per attention layer (diffusers calls this argument attention_head_dim)
+    norm_num_groups: int = 16  # GroupNorm groups; must divide every entry of block_out_channels
+    prediction_type: str = "v_prediction"  # network target: "v_prediction" (Salimans & Ho 2022) or "epsilon"
+    schedule: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig)  # the DDPM noise schedule
+    caption_dropout: float = 0.1  # probability of training on the empty prompt (classifier-free guidance)
+    min_snr_gamma: float = 0.0  # Min-SNR-γ loss weighting (Hang et al. 2023); 0 = plain MSE
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+GENERATOR_PRESETS = {
+    "tiny": lambda: GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8),
+    "small": lambda: GeneratorConfig(),
+    "base": lambda: GeneratorConfig(block_out_channels=(64, 128, 128), layers_per_block=2, norm_num_groups=32),
+}
+
+
+def build_unet(cfg: GeneratorConfig, *, sample_size: int, latent_channels: int, cross_attention_dim: int
+               ) -> UNet2DConditionModel:
+    """A U-Net with cross-attention at every level (the Stable Diffusion architecture, scaled down)."""
+    if cfg.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction type {cfg.prediction_type!r}; choose from {', '.join(PREDICTION_TYPES)}")
+    if sample_size % cfg.downsampling_factor:
+        raise ValueError(
+            f"latent size {sample_size} is not divisible by the U-Net's factor {cfg.downsampling_factor}"
+        )
+    bad = [c for c in cfg.block_out_channels if c % cfg.norm_num_groups]
+    if bad:
+        raise ValueError(f"norm_num_groups {cfg.norm_num_groups} does not divide channels {bad}")
+    levels = len(cfg.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * levels,
+        up_block_types=("CrossAttnUpBlock2D",) * levels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=cfg.attention_heads,
+        norm_num_groups=cfg.norm_num_groups,
+    )

@@ -1,0 +1,160 @@
+"""`t2i train generator`: a noise predictor on cached autoencoder latents, conditioned on text embeddings.
+
+The training loss (Ho et al. 2020; v-target of Salimans & Ho 2022) in one place: sample a latent from
+the cached posterior, scale it, noise it at a random step t, and regress the network output onto the
+parameterisation's target. Caption dropout replaces the text with the empty prompt's embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from t2i.autoencoder.model import downsampling_factor
+from t2i.components import read_component_info, write_component_info
+from t2i.data import dataset_fingerprint, load_tensors, scan_folder
+from t2i.generator.cache import cached, encode_captions, encode_latents, weights_digest
+from t2i.generator.model import GeneratorConfig, build_unet
+from t2i.sampling import Denoiser, alphas_cumprod
+from t2i.text import MINILM, SCRATCH, TextEncoderConfig, build_text_encoder, minilm_path
+from t2i.training.trainer import TrainConfig, random_batches, train
+
+log = logging.getLogger("t2i.generator")
+
+
+@dataclass
+class GeneratorTrainConfig:
+    model: GeneratorConfig = field(default_factory=GeneratorConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999)
+    )
+
+
+def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: float, uncond: torch.Tensor,
+                   text_table: torch.Tensor | None = None):
+    """The diffusion loss. With `text_table` the text is cached; without, the model holds a trainable encoder."""
+    snr = denoiser.alphas_cumprod / (1 - denoiser.alphas_cumprod)
+
+    def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        mean, std = batch["latent_mean"], batch["latent_std"]
+        b = mean.shape[0]
+        x0 = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor  # (B, c, h, w)
+        drop = torch.rand(b, generator=generator) < cfg.caption_dropout
+        if text_table is not None:
+            unet = model
+            emb = text_table[batch["caption_index"]]  # (B, L, D)
+            emb = torch.where(drop[:, None, None], uncond.expand_as(emb), emb)
+        else:
+            unet = model["unet"]
+            ids = torch.where(drop[:, None], batch["uncond_ids"], batch["input_ids"])
+            mask = torch.where(drop[:, None], batch["uncond_mask"], batch["attention_mask"])
+            emb = model["text_encoder"](ids, mask)
+        t = torch.randint(0, len(denoiser.alphas_cumprod), (b,), generator=generator)
+        eps = torch.randn(x0.shape, generator=generator)
+        x_t = denoiser.add_noise(x0, eps, t)
+        out = unet(x_t, t, encoder_hidden_states=emb).sample
+        err = (out.float() - denoiser.target(x0, eps, t)).pow(2).flatten(1).mean(1)  # (B,)
+        if cfg.min_snr_gamma > 0:
+            s = snr[t].to(err.dtype)
+            weight = s.clamp(max=cfg.min_snr_gamma) / (s + 1 if cfg.prediction_type == "v_prediction" else s)
+            err = err * weight
+        return err.mean()
+
+    return loss_fn
+
+
+def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: str | Path,
+                    cfg: GeneratorTrainConfig, *, cache_dir: str | Path | None = None,
+                    command: str | None = None) -> dict:
+    """Cache latents and text embeddings, train the U-Net (and a from-scratch encoder), save the component."""
+    from diffusers import AutoencoderKL
+
+    ae_info = read_component_info(autoencoder_dir, "autoencoder")
+    vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False)
+    scaling_factor = float(vae.config.scaling_factor)
+    image_size = int(ae_info["image_size"])
+    f = downsampling_factor(vae)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
+
+    records, report = scan_folder(data_dir)
+    captions = [r.caption for r in records]
+    fingerprint = dataset_fingerprint(data_dir)
+    vae_digest = weights_digest(autoencoder_dir)
+    latents = cached(cache_dir, "latents", {"data": fingerprint, "vae": vae_digest, "size": image_size},
+                     lambda: encode_latents(vae, load_tensors(records, image_size)))
+    del vae
+
+    scratch = cfg.text.source == SCRATCH
+    text_encoder = build_text_encoder(cfg.text)
+    text_folder = minilm_path() if cfg.text.source == MINILM else cfg.text.source
+    tensors = dict(latents)
+    if scratch:
+        tokens = text_encoder.tokenize(captions)
+        empty = text_encoder.tokenize([""])
+        tensors.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        tensors.update(uncond_ids=empty["input_ids"].expand(len(captions), -1),
+                       uncond_mask=empty["attention_mask"].expand(len(captions), -1))
+        text_table, uncond = None, None
+    else:
+        text_encoder.requires_grad_(False)
+        text = cached(cache_dir, "text", {"data": fingerprint, "encoder": weights_digest(text_folder),
+                                          "max_length": text_encoder.max_length},
+                      lambda: encode_captions(text_encoder, captions))
+        text_table, uncond = text["text_table"], text["uncond"]
+        tensors["caption_index"] = text["caption_index"]
+
+    latent_size = image_size // f
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)  # diffusers initialises from the global RNG; keep it contained
+        unet = build_unet(cfg.model, sample_size=latent_size, latent_channels=latents["latent_mean"].shape[1],
+                          cross_attention_dim=text_encoder.hidden_size)
+    model = nn.ModuleDict({"unet": unet, "text_encoder": text_encoder}) if scratch else unet
+    denoiser = Denoiser(unet, alphas_cumprod(cfg.model.schedule), cfg.model.prediction_type)
+    loss_fn = generator_loss(denoiser, cfg.model, scaling_factor, uncond, text_table)
+    batches = random_batches(tensors, cfg.train.batch_size, seed=cfg.train.seed)
+    result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="generator")
+
+    final = result.ema if result.ema is not None else model
+    final_unet = final["unet"] if scratch else final
+    final_unet.save_pretrained(out_dir, safe_serialization=True)
+    if scratch:
+        final["text_encoder"].save_pretrained(out_dir / "text_encoder")
+        text_folder = out_dir / "text_encoder"
+    info = {
+        "component": "generator",
+        "kind": "latent-diffusion",
+        "prediction_type": cfg.model.prediction_type,
+        "schedule": asdict(cfg.model.schedule),
+        "image_size": image_size,
+        "latent_size": latent_size,
+        "text_encoder": {
+            "source": cfg.text.source,
+            "folder": str(text_folder),
+            "max_length": text_encoder.max_length,
+            "hidden_size": text_encoder.hidden_size,
+            "weights_digest": weights_digest(text_folder),
+        },
+        "autoencoder": {
+            "folder": str(autoencoder_dir),
+            "weights_digest": vae_digest,
+            "latent_scaling_factor": scaling_factor,
+            "downsampling_factor": f,
+        },
+        "data": str(data_dir),
+        "data_fingerprint": fingerprint,
+        "data_report": report.summary(),
+        "config": asdict(cfg),
+        "command": command,
+        "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds},
+        "losses": result.losses,
+    }
+    write_component_info(out_dir, info)
+    return info
+

@@ -1,0 +1,152 @@
+"""`t2i compose`: three component folders in, one pipeline folder out.
+
+The folder is a valid diffusers `StableDiffusionPipeline` folder (model_index.json + one subfolder per
+component); t2i's own metadata sits beside it in `t2i.json`. Composing checks that the parts fit and
+says precisely what does not.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import t2i
+from t2i.components import read_component_info
+from t2i.generator.cache import weights_digest
+from t2i.sampling import NoiseScheduleConfig, diffusers_scheduler_config
+from t2i.text import MINILM, load_text_encoder, minilm_path
+
+PIPELINE_INFO = "t2i.json"
+DEFAULTS = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 4.0}
+
+
+class CompositionError(ValueError):
+    """Components that do not fit; the message lists every mismatch."""
+
+
+def _json(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"{path.parent} has no {path.name}")
+    return json.loads(path.read_text())
+
+
+def check_fit(text_config: dict, text_max_length: int, unet_config: dict, vae_config: dict,
+              gen_info: dict, ae_info: dict, *, same_weights: dict[str, bool]) -> list[str]:
+    """Every reason the three parts cannot work together (empty when they fit)."""
+    problems = []
+    text_width = next((int(text_config[k]) for k in ("hidden_size", "d_model") if k in text_config), None)
+    if text_width != unet_config["cross_attention_dim"]:
+        problems.append(f"the generator cross-attends over width {unet_config['cross_attention_dim']}, "
+                        f"but the text encoder outputs width {text_width}")
+    if unet_config["in_channels"] != vae_config["latent_channels"]:
+        problems.append(f"the generator denoises {unet_config['in_channels']}-channel latents, "
+                        f"but the autoencoder's latents have {vae_config['latent_channels']} channels")
+    f = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    trained_f = gen_info["autoencoder"]["downsampling_factor"]
+    if f != trained_f:
+        problems.append(f"the generator was trained on latents downsampled {trained_f}×, "
+                        f"but this autoencoder downsamples {f}×")
+    if unet_config["sample_size"] * f != ae_info["image_size"]:
+        problems.append(f"the generator's {unet_config['sample_size']}×{unet_config['sample_size']} latents decode to "
+                        f"{unet_config['sample_size'] * f} px with factor {f}, but the autoencoder was trained at "
+                        f"{ae_info['image_size']} px")
+    scale = vae_config.get("scaling_factor")
+    if not ae_info.get("latent_scaling_factor") or scale in (None, 1.0):
+        problems.append("the autoencoder has no latent scaling factor measured from data "
+                        "(train it with `t2i train autoencoder`)")
+    elif abs(scale - gen_info["autoencoder"]["latent_scaling_factor"]) > 1e-6 * abs(scale):
+        problems.append(f"the generator was trained with latent scaling factor "
+                        f"{gen_info['autoencoder']['latent_scaling_factor']:.6g}, the autoencoder has {scale:.6g}")
+    if text_max_length != gen_info["text_encoder"]["max_length"]:
+        problems.append(f"the generator was trained on prompts of {gen_info['text_encoder']['max_length']} tokens, "
+                        f"the text encoder would give {text_max_length}")
+    for part, same in same_weights.items():
+        if not same:
+            problems.append(f"the {part} is not the one the generator was trained with (different weights); "
+                            "pass force=True / --force to compose anyway")
+    return problems
+
+
+def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str | Path | None = None,
+            autoencoder_dir: str | Path | None = None, defaults: dict | None = None, force: bool = False,
+            metrics: dict | None = None) -> Path:
+    """Write a pipeline folder from a generator and the text encoder and autoencoder it was trained with.
+
+    `text_encoder` and `autoencoder_dir` default to the ones recorded by the generator's training.
+    """
+    generator_dir, out_dir = Path(generator_dir), Path(out_dir)
+    gen_info = read_component_info(generator_dir, "generator")
+    autoencoder_dir = Path(autoencoder_dir or gen_info["autoencoder"]["folder"])
+    ae_info = read_component_info(autoencoder_dir, "autoencoder")
+    text_source = text_encoder or gen_info["text_encoder"]["folder"]
+    text_folder = minilm_path() if str(text_source) == MINILM else Path(text_source)
+    if not (text_folder / "config.json").exists():
+        raise FileNotFoundError(f"text encoder folder {text_folder} has no config.json")
+    unet_config = _json(generator_dir / "config.json")
+    vae_config = _json(autoencoder_dir / "config.json")
+    text_config = _json(text_folder / "config.json")
+    max_length = gen_info["text_encoder"]["max_length"]
+    same = {
+        "autoencoder": force or weights_digest(autoencoder_dir) == gen_info["autoencoder"]["weights_digest"],
+        "text encoder": force or weights_digest(text_folder) == gen_info["text_encoder"]["weights_digest"],
+    }
+    problems = check_fit(text_config, max_length, unet_config, vae_config, gen_info, ae_info, same_weights=same)
+    if problems:
+        raise CompositionError("these components do not fit:\n  - " + "\n  - ".join(problems))
+
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "model_index.json").exists():
+        raise FileExistsError(f"{out_dir} exists and is not a pipeline folder; choose another --out")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    encoder = load_text_encoder(text_folder, max_length=max_length)
+    encoder.save_pretrained(tmp / "text_encoder", tokenizer_folder=tmp / "tokenizer")
+    for name, src in (("unet", generator_dir), ("vae", autoencoder_dir)):
+        (tmp / name).mkdir()
+        for f in ["config.json", *sorted(p.name for p in src.glob("*.safetensors"))]:
+            shutil.copy2(src / f, tmp / name / f)
+    schedule = NoiseScheduleConfig(**gen_info["schedule"])
+    (tmp / "scheduler").mkdir()
+    # DPM-Solver++(2M) is t2i's default sampler, and diffusers' version of it walks the same trailing
+    # timesteps as ours for any step count (its DDIM does not when steps do not divide 1000).
+    scheduler = diffusers_scheduler_config(schedule, gen_info["prediction_type"])
+    scheduler["_class_name"] = "DPMSolverMultistepScheduler"
+    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2) + "\n")
+    (tmp / "model_index.json").write_text(json.dumps(_model_index(encoder), indent=2) + "\n")
+    info = {
+        "t2i_version": t2i.__version__,
+        "variant": "latent",
+        "image_size": ae_info["image_size"],
+        "defaults": {**DEFAULTS, **(defaults or {})},
+        "components": {
+            "text_encoder": {"source": str(text_source), **{k: gen_info["text_encoder"][k]
+                                                           for k in ("max_length", "hidden_size")}},
+            "generator": {k: v for k, v in gen_info.items() if k != "losses"} | {"folder": str(generator_dir)},
+            "autoencoder": {k: v for k, v in ae_info.items() if k != "losses"} | {"folder": str(autoencoder_dir)},
+        },
+        "metrics": metrics or {},
+    }
+    (tmp / PIPELINE_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def _model_index(encoder) -> dict:
+    import diffusers
+
+    return {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "text_encoder": ["transformers", type(encoder.model).__name__],
+        "tokenizer": ["transformers", type(encoder.tokenizer).__name__],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+    }

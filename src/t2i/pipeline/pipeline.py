@@ -1,0 +1,221 @@
+"""The composed system: prompt → text encoder → sampler over the generator → decoder → images.
+
+`T2IPipeline` holds no per-call state: each call builds its own denoiser, noise and sampler run, so
+concurrent calls cannot corrupt each other. Image i depends only on seed i, whatever the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from t2i.data import to_pil
+from t2i.pipeline.compose import PIPELINE_INFO
+from t2i.sampling import (
+    Denoiser,
+    NoiseScheduleConfig,
+    alphas_cumprod,
+    get_sampler,
+    guided,
+    per_image_randn,
+    spaced_timesteps,
+    unet_network,
+)
+from t2i.text import TextEncoder, load_text_encoder
+
+
+@dataclass
+class StreamEvent:
+    step: int  # steps done so far (1-based); equals `total` for the final event
+    total: int  # steps of the run
+    images: list[Image.Image]  # the decoded prediction of the clean image at this step, or the result
+    final: bool  # True once, for the finished images
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class T2IPipeline:
+    def __init__(self, text_encoder: TextEncoder, unet, vae, scheduler_config: dict, info: dict):
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.unet = unet.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        self.info = info
+        self.prediction_type = scheduler_config["prediction_type"]
+        self.schedule = NoiseScheduleConfig(
+            num_train_timesteps=scheduler_config["num_train_timesteps"],
+            beta_start=scheduler_config["beta_start"],
+            beta_end=scheduler_config["beta_end"],
+            beta_schedule=scheduler_config["beta_schedule"],
+        )
+        self.timestep_spacing = scheduler_config.get("timestep_spacing", "trailing")
+        self.alphas_cumprod = alphas_cumprod(self.schedule)
+        self.latent_scaling_factor = float(vae.config.scaling_factor)
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.size_multiple = self.vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+        self.defaults = info.get("defaults", {})
+        self._uncond_cache: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> T2IPipeline:
+        """Load a folder written by `t2i compose` (float32, CPU)."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        folder = Path(folder)
+        if not (folder / "model_index.json").exists():
+            raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json); make one with t2i compose")
+        info = json.loads((folder / PIPELINE_INFO).read_text()) if (folder / PIPELINE_INFO).exists() else {}
+        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        text_encoder = load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+        vae = AutoencoderKL.from_pretrained(folder / "vae")
+        return cls(text_encoder, unet, vae, scheduler_config, info)
+
+    @property
+    def image_size(self) -> int:
+        return self.unet.config.sample_size * self.vae_factor
+
+    # -- the pieces -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        return self.text_encoder.encode(prompts)[0]  # (B, L, D)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Latents (B, c, h, w), scaled as the generator sees them, to PIL images."""
+        pixels = self.vae.decode(latents / self.latent_scaling_factor).sample  # (B, 3, H, W) in [-1, 1]
+        return [to_pil(p) for p in pixels]
+
+    def _settings(self, prompt, negative_prompt, num_images, steps, guidance, seed, sampler, height, width):
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("no prompt given")
+        if num_images < 1:
+            raise ValueError(f"number of images must be at least 1, got {num_images}")
+        prompts = [p for p in prompts for _ in range(num_images)]
+        n = len(prompts)
+        negatives = [negative_prompt or ""] * n if not isinstance(negative_prompt, list) else negative_prompt
+        if len(negatives) != n:
+            raise ValueError(f"{len(negatives)} negative prompts for {n} images")
+        steps = int(steps if steps is not None else self.defaults.get("steps", 20))
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        guidance = float(guidance if guidance is not None else self.defaults.get("guidance", 4.0))
+        if guidance < 0:
+            raise ValueError(f"guidance scale must be ≥ 0, got {guidance}")
+        sampler = sampler or self.defaults.get("sampler", "dpmpp_2m")
+        get_sampler(sampler)  # fails early on an unknown name
+        height, width = height or self.image_size, width or self.image_size
+        for name, v in (("height", height), ("width", width)):
+            if v < self.size_multiple or v % self.size_multiple:
+                raise ValueError(f"{name} {v} is not a positive multiple of {self.size_multiple} "
+                                 f"(autoencoder factor {self.vae_factor} × U-Net factor "
+                                 f"{self.size_multiple // self.vae_factor})")
+        if seed is None:
+            seeds = [secrets.randbelow(2**31) for _ in range(n)]
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(n)]
+        else:
+            seeds = [int(s) for s in seed]
+            if len(seeds) != n:
+                raise ValueError(f"{len(seeds)} seeds for {n} images")
+        return dict(prompts=prompts, negatives=negatives, steps=steps, guidance=guidance, sampler=sampler,
+                    height=height, width=width, seeds=seeds)
+
+    @torch.inference_mode()
+    def _sample(self, s: dict, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Run the sampler for settings `s`; returns scaled latents (B, c, h, w)."""
+        n = len(s["prompts"])
+        cond = self.encode_prompts(s["prompts"])
+        uncond = self._uncond(s["negatives"]) if s["guidance"] != 1 else None
+        denoiser = Denoiser(unet_network(self.unet), self.alphas_cumprod, self.prediction_type)
+        denoise = guided(denoiser, cond, uncond, s["guidance"])
+        generators = [torch.Generator().manual_seed(k) for k in s["seeds"]]
+        shape = (self.unet.config.in_channels, s["height"] // self.vae_factor, s["width"] // self.vae_factor)
+        x = per_image_randn(shape, generators)  # (B, c, h, w)
+        timesteps = spaced_timesteps(self.schedule.num_train_timesteps, s["steps"], self.timestep_spacing)
+        callback = (lambda i, x_t, x0: on_step(i, x0)) if on_step else None
+        latents = get_sampler(s["sampler"])(denoise, x, timesteps, self.alphas_cumprod,
+                                            generators=generators, callback=callback)
+        assert latents.shape[0] == n
+        return latents
+
+    def _uncond(self, negatives: list[str]) -> torch.Tensor:
+        # The empty prompt's embedding is the same for every call: compute it once.
+        if all(neg == "" for neg in negatives):
+            if "" not in self._uncond_cache:
+                self._uncond_cache[""] = self.encode_prompts([""])
+            return self._uncond_cache[""].expand(len(negatives), -1, -1)
+        return self.encode_prompts(negatives)
+
+    # -- the public calls ------------------------------------------------------------------------
+
+    def __call__(self, prompt: str | list[str], *, negative_prompt: str | list[str] | None = None,
+                 num_images: int = 1, steps: int | None = None, guidance: float | None = None,
+                 seed: int | list[int] | None = None, sampler: str | None = None, height: int | None = None,
+                 width: int | None = None, callback: Callable[[int, int, list[Image.Image]], None] | None = None,
+                 ) -> list[Image.Image]:
+        """Generate `num_images` images per prompt. `seed` is a base seed (image k gets seed + k) or one seed
+        per image. `callback(step, total, previews)` receives each step's decoded clean-image prediction."""
+        s = self._settings(prompt, negative_prompt, num_images, steps, guidance, seed, sampler, height, width)
+        on_step = (lambda i, x0: callback(i + 1, s["steps"], self.decode(x0))) if callback else None
+        images = self.decode(self._sample(s, on_step))
+        for img, p, neg, k in zip(images, s["prompts"], s["negatives"], s["seeds"]):
+            img.info["parameters"] = _parameters_text(p, neg, s, k)
+        return images
+
+    def stream(self, prompt: str | list[str], **kwargs) -> Iterator[StreamEvent]:
+        """Yield a preview per denoising step, then the finished images (`final=True`).
+
+        The run happens in a worker thread; stopping the iteration early cancels it at the next step.
+        """
+        events: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+
+        def on_preview(step, total, images):
+            if cancel.is_set():
+                raise _Cancelled
+            events.put(StreamEvent(step, total, images, final=False))
+
+        def run():
+            try:
+                events.put(self(prompt, callback=on_preview, **kwargs))  # the finished images
+            except _Cancelled:
+                events.put(None)
+            except BaseException as e:  # handed to the consumer, raised there
+                events.put(e)
+
+        worker = threading.Thread(target=run, name="t2i-stream", daemon=True)
+        worker.start()
+        try:
+            total = 0
+            while True:
+                event = events.get()
+                if event is None:
+                    return
+                if isinstance(event, BaseException):
+                    raise event
+                if isinstance(event, list):
+                    yield StreamEvent(total, total, event, final=True)
+                    return
+                total = event.total
+                yield event
+        finally:
+            cancel.set()
+
+
+def _parameters_text(prompt: str, negative: str, s: dict, seed: int) -> str:
+    """AUTOMATIC1111's "parameters" convention, so a PNG carries what reproduces it."""
+    text = prompt + (f"\nNegative prompt: {negative}" if negative else "")
+    return (f"{text}\nSteps: {s['steps']}, Sampler: {s['sampler']}, CFG scale: {s['guidance']}, "
+            f"Seed: {seed}, Size: {s['width']}x{s['height']}")

@@ -1,0 +1,40 @@
+"""Sampling: the VP noise schedule, the ε/v/x0 parameterisation, classifier-free guidance and the samplers."""
+
+from t2i.sampling.denoiser import PREDICTION_TYPES, Denoiser, guided, unet_network
+from t2i.sampling.samplers import (
+    SAMPLERS,
+    get_sampler,
+    per_image_randn,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+    sample_euler,
+)
+from t2i.sampling.schedule import (
+    LAMBDA_MIN_CLIPPED,
+    NoiseScheduleConfig,
+    alphas_cumprod,
+    diffusers_scheduler_config,
+    max_timestep_above,
+    spaced_timesteps,
+)
+
+__all__ = [
+    "LAMBDA_MIN_CLIPPED",
+    "PREDICTION_TYPES",
+    "SAMPLERS",
+    "Denoiser",
+    "NoiseScheduleConfig",
+    "alphas_cumprod",
+    "diffusers_scheduler_config",
+    "get_sampler",
+    "guided",
+    "max_timestep_above",
+    "per_image_randn",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_dpmpp_2m",
+    "sample_euler",
+    "spaced_timesteps",
+    "unet_network",
+]

@@ -1,0 +1,115 @@
+"""The parameterisation around the generator network: ε-, v- or x0-prediction in, predicted clean sample out.
+
+Following k-diffusion's `Denoiser` and the preconditioning of Karras et al. (2022, EDM), the network stays
+a plain network and every conversion between what it predicts and x0 lives here, once. Samplers see
+only `denoise(x_t, t) -> x0_hat`; the trainer uses `add_noise` and `target`.
+"""
+
+from typing import Callable
+
+import torch
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def unet_network(unet) -> Network:
+    """Adapt a diffusers `UNet2DConditionModel` to `net(x_t, t, encoder_hidden_states) -> output`."""
+
+    def net(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return unet(x_t, t, encoder_hidden_states=cond).sample
+
+    return net
+
+
+class Denoiser:
+    """x0_hat = D(x_t, t, cond) from a network trained on the VP schedule `alphas_cumprod`.
+
+    With x_t = α_t·x0 + σ_t·ε, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t), the network predicts ε (Ho et al. 2020),
+    v = α_t·ε − σ_t·x0 (Salimans & Ho 2022, "Progressive Distillation") or x0 itself ("sample").
+    Coefficients are computed in float64 and cast to x's dtype. Holds no state beyond its constructor.
+    """
+
+    def __init__(self, net: Network, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon"):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; choose from {', '.join(PREDICTION_TYPES)}")
+        self.net = net
+        self.alphas_cumprod = alphas_cumprod.detach().to("cpu", torch.float64)  # (N,)
+        self.prediction_type = prediction_type
+
+    def alpha_sigma(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(α_t, σ_t), each (B, 1, …, 1) broadcastable against `like`, in like's dtype and device."""
+        t = torch.as_tensor(t).reshape(-1)
+        if t.numel() == 1 and like.shape[0] != 1:
+            t = t.expand(like.shape[0])
+        abar = self.alphas_cumprod[t.cpu().long()]  # (B,) float64
+        shape = (-1,) + (1,) * (like.dim() - 1)
+        alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+        return (alpha.reshape(shape).to(like.device, like.dtype), sigma.reshape(shape).to(like.device, like.dtype))
+
+    def to_x0(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network output at (x_t, t) as a predicted clean sample. Never clipped: latents are not in [-1, 1]."""
+        alpha, sigma = self.alpha_sigma(t, x_t)
+        if self.prediction_type == "epsilon":
+            return (x_t - sigma * out) / alpha
+        if self.prediction_type == "v_prediction":
+            return alpha * x_t - sigma * out
+        return out
+
+    def to_eps(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network output at (x_t, t) as predicted noise ε."""
+        alpha, sigma = self.alpha_sigma(t, x_t)
+        if self.prediction_type == "epsilon":
+            return out
+        if self.prediction_type == "v_prediction":
+            return alpha * out + sigma * x_t
+        return (x_t - alpha * out) / sigma
+
+    def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The forward process x_t = α_t·x0 + σ_t·ε (Ho et al. 2020, eq. 4)."""
+        alpha, sigma = self.alpha_sigma(t, x0)
+        return alpha * x0 + sigma * eps
+
+    def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network is trained to output at x_t = add_noise(x0, eps, t)."""
+        if self.prediction_type == "epsilon":
+            return eps
+        if self.prediction_type == "v_prediction":
+            alpha, sigma = self.alpha_sigma(t, x0)
+            return alpha * eps - sigma * x0
+        return x0
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])  # (B,)
+        return self.to_x0(self.net(x_t, t, cond), x_t, t)
+
+
+def guided(
+    denoiser: Denoiser, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance (Ho & Salimans 2022): x0 = x0_u + scale·(x0_c − x0_u).
+
+    `cond` is (B, L, D); `uncond` is (B, L, D) or (1, L, D), broadcast to B (a negative prompt replaces the
+    empty prompt here). Both halves run as ONE batched forward over [uncond; cond]; scale 1 runs only cond.
+    """
+    if scale == 1:
+        return lambda x_t, t: denoiser(x_t, t, cond)
+    if uncond is None:
+        raise ValueError(f"guidance scale {scale} needs unconditional embeddings")
+    if uncond.shape[1:] != cond.shape[1:]:
+        raise ValueError(f"unconditional embeddings have shape {tuple(uncond.shape)}, conditional {tuple(cond.shape)}")
+    uncond = uncond.expand(cond.shape[0], -1, -1) if uncond.shape[0] == 1 else uncond  # (B, L, D)
+    both = torch.cat([uncond, cond])  # (2B, L, D)
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x_t.shape[0] != cond.shape[0]:
+            raise ValueError(f"{x_t.shape[0]} samples, but conditional embeddings for {cond.shape[0]}")
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])  # (B,)
+        x0_u, x0_c = denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)  # (B, C, H, W) each
+        # Guiding x0 is guiding the raw output: at fixed (x_t, t), x0 = a·x_t + b·out is affine in the output,
+        # and the weights (1 − scale) + scale sum to 1, so the a·x_t term passes through unchanged. Hence the
+        # same result for ε, v or x0 networks (tested), and diffusers' pipeline (which guides ε or v) agrees.
+        return x0_u + scale * (x0_c - x0_u)
+
+    return denoise

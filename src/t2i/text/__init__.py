@@ -1,0 +1,23 @@
+"""Component 1: text encoders (pretrained and frozen, or trained from scratch with the generator)."""
+
+from t2i.text.encoder import (
+    MINILM,
+    SCRATCH,
+    TextEncoder,
+    TextEncoderConfig,
+    build_text_encoder,
+    load_text_encoder,
+    minilm_path,
+    scratch_text_encoder,
+)
+
+__all__ = [
+    "MINILM",
+    "SCRATCH",
+    "TextEncoder",
+    "TextEncoderConfig",
+    "build_text_encoder",
+    "load_text_encoder",
+    "minilm_path",
+    "scratch_text_encoder",
+]
