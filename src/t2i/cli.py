@@ -78,13 +78,14 @@ def _parser() -> argparse.ArgumentParser:
                            "the generator on its latents with a text encoder's embeddings.")
     tsub = train.add_subparsers(dest="component", required=True, metavar="COMPONENT")
     a = tsub.add_parser("autoencoder", formatter_class=fmt, help="the decoder: a KL autoencoder, images only",
-                        description="Trains diffusers' AutoencoderKL with L1 reconstruction + a light KL, measures "
+                        description="Trains diffusers' AutoencoderKL with MSE reconstruction + a light KL, measures "
                         "the latent scaling factor on the data and held-out PSNR, and saves a component folder.")
     a.add_argument("--data", required=True, type=Path, help="dataset folder")
     a.add_argument("--out", required=True, type=Path, help="component folder to write")
     a.add_argument("--preset", choices=["tiny", "small", "base"], default="small", help="model size")
     a.add_argument("--size", type=_positive_int, default=32, help="training resolution in pixels")
-    _train_flags(a, steps=600, batch_size=32, lr=2e-3, ema=0.0)
+    _train_flags(a, steps=800, batch_size=16, lr=2e-3, ema=0.0)
+    a.add_argument("--pixel-loss", choices=["mse", "l1"], default="mse", help="reconstruction loss")
     a.add_argument("--kl-weight", type=float, default=1e-5, help="weight of the KL term")
     g = tsub.add_parser("generator", formatter_class=fmt, help="the latent diffusion U-Net, text-conditioned",
                         description="Caches the autoencoder's latents and the text encoder's embeddings once, then "
@@ -99,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--prediction", choices=["v_prediction", "epsilon"], default="v_prediction",
                    help="what the network predicts")
     g.add_argument("--caption-dropout", type=_fraction, default=0.1, help="share of empty-prompt training samples")
-    _train_flags(g, steps=2000, batch_size=64, lr=1e-3, ema=0.999)
+    _train_flags(g, steps=1100, batch_size=64, lr=1e-3, ema=0.999)
     g.add_argument("--cache-dir", type=Path, default=None, help="where latents/embeddings are cached (default OUT/cache)")
     g.add_argument("--pipeline-out", type=Path, default=None, help="also compose a ready pipeline folder here")
 
@@ -188,7 +189,7 @@ def cmd_train(args, command: str) -> None:
         from t2i.autoencoder import AUTOENCODER_PRESETS, AutoencoderTrainConfig, train_autoencoder
 
         cfg = AutoencoderTrainConfig(model=AUTOENCODER_PRESETS[args.preset](args.size), train=_train_config(args),
-                                     kl_weight=args.kl_weight)
+                                     kl_weight=args.kl_weight, pixel_loss=args.pixel_loss)
         info = train_autoencoder(args.data, args.out, cfg, command=command)
         print(f"autoencoder: held-out PSNR {info['metrics']['psnr_held_out']:.2f} dB, "
               f"latent scaling factor {info['latent_scaling_factor']:.4f}, wrote {args.out}")

@@ -46,7 +46,7 @@ def _quick(out: Path) -> DemoConfig:
         out=out,
         data=ShapesConfig(n=128, size=16, seed=0),
         autoencoder=AutoencoderTrainConfig(
-            model=AutoencoderConfig(image_size=16, block_out_channels=(16, 32), norm_num_groups=8),
+            model=AutoencoderConfig(image_size=16, block_out_channels=(16, 32, 32), norm_num_groups=8),
             train=TrainConfig(steps=10, batch_size=16, lr=2e-3, warmup_steps=2), held_out=16),
         generator=GeneratorTrainConfig(
             model=GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8),

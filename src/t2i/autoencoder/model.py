@@ -11,10 +11,10 @@ from diffusers import AutoencoderKL
 @dataclass
 class AutoencoderConfig:
     image_size: int = 32  # training resolution in pixels (square)
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # one entry per level; f = 2 ** (levels - 1)
+    block_out_channels: tuple[int, ...] = (16, 32, 64)  # one entry per level; f = 2 ** (levels - 1)
     latent_channels: int = 4  # channels of the latent (c)
     layers_per_block: int = 1  # ResNet blocks per level
-    norm_num_groups: int = 16  # GroupNorm groups; must divide every entry of block_out_channels
+    norm_num_groups: int = 8  # GroupNorm groups; must divide every entry of block_out_channels
     mid_block_attention: bool = False  # self-attention in the middle block (costly, little gain at f=4)
 
     @property

@@ -1,4 +1,4 @@
-"""`t2i train autoencoder`: reconstruction + KL on images alone, then the latent scaling factor."""
+"""`t2i train autoencoder`: reconstruction (MSE) + a light KL on images alone, then the latent scaling factor."""
 
 from __future__ import annotations
 
@@ -24,19 +24,25 @@ log = logging.getLogger("t2i.autoencoder")
 @dataclass
 class AutoencoderTrainConfig:
     model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_size=32, lr=2e-3, warmup_steps=50))
-    kl_weight: float = 1e-5  # weight of the KL term (mean per latent element) against the L1 pixel loss
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=800, batch_size=16, lr=2e-3, warmup_steps=50))
+    pixel_loss: str = "mse"  # "mse" or "l1". Measured on 4,000 shapes at equal time: L1 (batch 32) left red
+    # orange and purple blue (42 % colour agreement, 23 dB); MSE (batch 16) gave 98.8 % and 33 dB
+    kl_weight: float = 1e-5  # weight of the KL term (mean per latent element) against the pixel loss
     held_out: int = 256  # images kept out of training to measure reconstruction PSNR
 
 
-def autoencoder_loss(kl_weight: float):
+def autoencoder_loss(kl_weight: float, pixel_loss: str = "mse"):
+    if pixel_loss not in ("mse", "l1"):
+        raise ValueError(f"unknown pixel loss {pixel_loss!r}; choose from mse, l1")
+
     def loss_fn(vae, batch, generator):
         x = batch["pixel_values"]
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         recon = vae.decode(z).sample
         kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent element
-        return (recon - x).abs().mean() + kl_weight * kl
+        err = recon - x
+        return (err.pow(2) if pixel_loss == "mse" else err.abs()).mean() + kl_weight * kl
 
     return loss_fn
 
@@ -54,7 +60,7 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
     batches = random_batches({"pixel_values": train_images}, cfg.train.batch_size, seed=cfg.train.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = train(vae, autoencoder_loss(cfg.kl_weight), batches, cfg.train, log_dir=out_dir, desc="autoencoder")
+    result = train(vae, autoencoder_loss(cfg.kl_weight, cfg.pixel_loss), batches, cfg.train, log_dir=out_dir, desc="autoencoder")
 
     generator = torch.Generator().manual_seed(cfg.train.seed)
     scaling_factor = measure_scaling_factor(vae, train_images[:2048], generator=generator)

@@ -12,8 +12,10 @@ from t2i.sampling import PREDICTION_TYPES, NoiseScheduleConfig
 @dataclass
 class GeneratorConfig:
     block_out_channels: tuple[int, ...] = (32, 64)  # channels per U-Net level; each level after the first halves H, W
-    layers_per_block: int = 1  # ResNet (+ cross-attention) blocks per level
-    attention_heads: int = 8  # heads per attention layer (diffusers calls this argument attention_head_dim)
+    attention_levels: tuple[bool, ...] = (False, True)  # which levels have self- and cross-attention (the
+    # middle block always has); attention at the full latent resolution costs ~1.5× the step time here
+    layers_per_block: int = 1  # ResNet (+ attention) blocks per level
+    attention_heads: int = 2  # heads per attention layer (diffusers calls this argument attention_head_dim)
     norm_num_groups: int = 16  # GroupNorm groups; must divide every entry of block_out_channels
     prediction_type: str = "v_prediction"  # network target: "v_prediction" (Salimans & Ho 2022) or "epsilon"
     schedule: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig)  # the DDPM noise schedule
@@ -28,13 +30,14 @@ class GeneratorConfig:
 GENERATOR_PRESETS = {
     "tiny": lambda: GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8),
     "small": lambda: GeneratorConfig(),
-    "base": lambda: GeneratorConfig(block_out_channels=(64, 128, 128), layers_per_block=2, norm_num_groups=32),
+    "base": lambda: GeneratorConfig(block_out_channels=(64, 128, 128), attention_levels=(False, True, True),
+                                    layers_per_block=2, norm_num_groups=32),
 }
 
 
 def build_unet(cfg: GeneratorConfig, *, sample_size: int, latent_channels: int, cross_attention_dim: int
                ) -> UNet2DConditionModel:
-    """A U-Net with cross-attention at every level (the Stable Diffusion architecture, scaled down)."""
+    """A U-Net with cross-attention to the text (the Stable Diffusion architecture, scaled down)."""
     if cfg.prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction type {cfg.prediction_type!r}; choose from {', '.join(PREDICTION_TYPES)}")
     if sample_size % cfg.downsampling_factor:
@@ -44,13 +47,17 @@ def build_unet(cfg: GeneratorConfig, *, sample_size: int, latent_channels: int, 
     bad = [c for c in cfg.block_out_channels if c % cfg.norm_num_groups]
     if bad:
         raise ValueError(f"norm_num_groups {cfg.norm_num_groups} does not divide channels {bad}")
-    levels = len(cfg.block_out_channels)
+    if len(cfg.attention_levels) != len(cfg.block_out_channels):
+        raise ValueError(f"attention_levels has {len(cfg.attention_levels)} entries for "
+                         f"{len(cfg.block_out_channels)} levels")
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels))
     return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=latent_channels,
         out_channels=latent_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * levels,
-        up_block_types=("CrossAttnUpBlock2D",) * levels,
+        down_block_types=down,
+        up_block_types=up,
         block_out_channels=tuple(cfg.block_out_channels),
         layers_per_block=cfg.layers_per_block,
         cross_attention_dim=cross_attention_dim,

@@ -1,0 +1,66 @@
+"""The `t2i` command end to end on tiny configs, and its answers to bad input."""
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from t2i.cli import main
+
+
+def run(*args):
+    """The real console entry point in a subprocess: what a user sees, exit code included."""
+    return subprocess.run([sys.executable, "-m", "t2i.cli", *map(str, args)], capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+
+
+def test_cli_trains_composes_and_generates(tmp_path):
+    data, ae, gen, pipe = tmp_path / "data", tmp_path / "ae", tmp_path / "gen", tmp_path / "pipe"
+    assert main(["data", "shapes", "--out", str(data), "--n", "64", "--size", "16"]) == 0
+    assert main(["train", "autoencoder", "--data", str(data), "--out", str(ae), "--preset", "tiny", "--size", "16",
+                 "--steps", "3", "--batch-size", "8"]) == 0
+    assert main(["train", "generator", "--data", str(data), "--autoencoder", str(ae), "--out", str(gen),
+                 "--preset", "tiny", "--steps", "3", "--batch-size", "8", "--max-length", "16",
+                 "--pipeline-out", str(pipe)]) == 0
+    assert main(["compose", "--generator", str(gen), "--out", str(tmp_path / "pipe2"), "--guidance", "2.5"]) == 0
+    out = tmp_path / "images"
+    assert main(["generate", "a red circle", "a blue square", "--model", str(pipe), "--n", "2", "--steps", "3",
+                 "--seed", "9", "--out", str(out), "--preview", str(tmp_path / "p.gif")]) == 0
+    pngs = sorted(out.glob("a_*.png"))
+    assert len(pngs) == 4
+    assert "Seed: 9," in Image.open(out / "a_red_circle_0.png").text["parameters"]
+    assert "Seed: 12," in Image.open(out / "a_blue_square_1.png").text["parameters"]
+    gif = Image.open(tmp_path / "p.gif")
+    # 3 steps + the final images; PIL merges identical consecutive frames (the last step's prediction is the result)
+    assert 2 <= gif.n_frames <= 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "autoencoder", "--data", "/nonexistent/data", "--out", "/tmp/x"], "data folder /nonexistent/data does not exist"),
+    (["generate", "a red circle", "--model", "/nonexistent/pipe"], "is not a pipeline folder"),
+    (["compose", "--generator", "/nonexistent/gen", "--out", "/tmp/x"], "component folder /nonexistent/gen does not exist"),
+])
+def test_bad_input_gives_one_clear_line_and_no_traceback(args, message):
+    r = run(*args)
+    assert r.returncode == 1
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_argument_errors_are_caught_before_any_work():
+    r = run("generate", "a red circle", "--model", "x", "--steps", "0")
+    assert r.returncode == 2 and "must be at least 1, got 0" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_size_not_divisible_is_refused(pipeline_dir, tmp_path):
+    r = run("generate", "a red circle", "--model", pipeline_dir, "--height", "30", "--out", tmp_path)
+    assert r.returncode == 1 and "height 30 is not a positive multiple of 8" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_every_command_has_help():
+    for args in (["--help"], ["data", "shapes", "--help"], ["train", "generator", "--help"], ["compose", "--help"],
+                 ["generate", "--help"], ["demo", "--help"]):
+        r = run(*args)
+        assert r.returncode == 0 and "usage: t2i" in r.stdout, args

@@ -1,0 +1,140 @@
+"""The three components trained for real at tiny sizes: the text encoder, the autoencoder, the generator."""
+
+import logging
+
+import pytest
+import torch
+
+from t2i.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, psnr, train_autoencoder
+from t2i.components import read_component_info
+from t2i.data import ShapesConfig, load_tensors, scan_folder, write_shapes
+from t2i.generator import GeneratorConfig, GeneratorTrainConfig, train_generator
+from t2i.text import SCRATCH, TextEncoderConfig, load_text_encoder, scratch_text_encoder
+from t2i.training.trainer import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return write_shapes(tmp_path_factory.mktemp("shapes") / "data", ShapesConfig(n=192, size=16, seed=3))
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_text_encoder("minilm", max_length=16)
+
+
+# -- text encoder ---------------------------------------------------------------------------------
+
+
+def test_text_encoder_pads_to_max_length_and_masks(minilm):
+    emb, mask = minilm.encode(["a red circle", ""])
+    assert emb.shape == (2, 16, 384)
+    assert mask[0].sum() == 5 and mask[1].sum() == 2  # [CLS] a red circle [SEP] / [CLS] [SEP]
+    assert not torch.allclose(emb[0], emb[1])
+
+
+def test_text_encoder_warns_what_truncation_cut(minilm, caplog):
+    with caplog.at_level(logging.WARNING, logger="t2i.text"):
+        minilm.encode(["a red circle " + "and a blue square " * 6 + "zebra"])
+    assert "dropped" in caplog.text and "zebra" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="t2i.text"):
+        minilm.encode(["a red circle"])
+    assert caplog.text == ""
+
+
+def test_text_encoder_matches_diffusers_prompt_encoding(pipeline_dir, pipe):
+    """Same prompt, same embedding in t2i and in diffusers' StableDiffusionPipeline (DESIGN Pitfalls)."""
+    from diffusers import StableDiffusionPipeline
+
+    sd = StableDiffusionPipeline.from_pretrained(pipeline_dir, safety_checker=None)
+    prompts = ["a red circle", "a small blue square at the top"]
+    ours = pipe.encode_prompts(prompts)
+    theirs, _ = sd.encode_prompt(prompts, "cpu", 1, False)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_scratch_encoder_is_deterministic_and_small():
+    a = scratch_text_encoder(TextEncoderConfig(source=SCRATCH, seed=1))
+    b = scratch_text_encoder(TextEncoderConfig(source=SCRATCH, seed=1))
+    c = scratch_text_encoder(TextEncoderConfig(source=SCRATCH, seed=2))
+    ea, eb, ec = (m.encode(["a red circle"])[0] for m in (a, b, c))
+    assert torch.equal(ea, eb) and not torch.allclose(ea, ec)
+    assert ea.shape[-1] == 128
+
+
+# -- autoencoder ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def autoencoder(shapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ae")
+    cfg = AutoencoderTrainConfig(
+        model=AutoencoderConfig(image_size=16, block_out_channels=(16, 32), norm_num_groups=8),
+        train=TrainConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=5, log_every=10), held_out=32)
+    return out, train_autoencoder(shapes, out, cfg)
+
+
+def test_autoencoder_loss_falls_and_psnr_rises(autoencoder, shapes):
+    from diffusers import AutoencoderKL
+
+    from t2i.autoencoder import build_autoencoder
+
+    out, info = autoencoder
+    assert info["losses"][-1] < 0.5 * info["losses"][0]
+    images = load_tensors(scan_folder(shapes)[0][:32], 16)  # the held-out images
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        untrained = build_autoencoder(AutoencoderConfig(image_size=16, block_out_channels=(16, 32), norm_num_groups=8))
+    with torch.no_grad():
+        before = psnr(untrained.decode(untrained.encode(images).latent_dist.mode()).sample, images).mean().item()
+    after = info["metrics"]["psnr_held_out"]
+    assert after > before + 5, (before, after)
+    vae = AutoencoderKL.from_pretrained(out)
+    assert vae.config.scaling_factor == pytest.approx(info["latent_scaling_factor"])
+    assert vae.config.scaling_factor != 1.0  # measured from data, not the placeholder
+
+
+def test_scaling_factor_gives_unit_variance_latents(autoencoder, shapes):
+    from diffusers import AutoencoderKL
+
+    out, info = autoencoder
+    vae = AutoencoderKL.from_pretrained(out)
+    images = load_tensors(scan_folder(shapes)[0], 16)
+    with torch.no_grad():
+        z = vae.encode(images).latent_dist.sample(generator=torch.Generator().manual_seed(0))
+    assert (z * vae.config.scaling_factor).std().item() == pytest.approx(1.0, abs=0.05)
+
+
+# -- generator ------------------------------------------------------------------------------------
+
+
+def _generator_cfg(source="minilm", steps=40):
+    return GeneratorTrainConfig(
+        model=GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8),
+        text=TextEncoderConfig(source=source, max_length=16, scratch_hidden_size=32, scratch_heads=2),
+        train=TrainConfig(steps=steps, batch_size=16, lr=2e-3, warmup_steps=4, ema_decay=0.9, log_every=10))
+
+
+def test_generator_loss_falls_and_caches_are_reused(autoencoder, shapes, tmp_path):
+    ae_dir, _ = autoencoder
+    cache = tmp_path / "cache"
+    info = train_generator(shapes, ae_dir, tmp_path / "gen", _generator_cfg(), cache_dir=cache)
+    assert info["losses"][-1] < info["losses"][0]
+    assert read_component_info(tmp_path / "gen", "generator")["text_encoder"]["max_length"] == 16
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 2 and files[0].startswith("latents-") and files[1].startswith("text-")
+    stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    train_generator(shapes, ae_dir, tmp_path / "gen2", _generator_cfg(steps=2), cache_dir=cache)
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps  # read, not rewritten
+
+
+def test_generator_trains_a_scratch_text_encoder_jointly(autoencoder, shapes, tmp_path):
+    ae_dir, _ = autoencoder
+    info = train_generator(shapes, ae_dir, tmp_path / "gen", _generator_cfg(SCRATCH, steps=20))
+    assert info["text_encoder"]["hidden_size"] == 32
+    trained = load_text_encoder(tmp_path / "gen" / "text_encoder")
+    fresh = scratch_text_encoder(_generator_cfg(SCRATCH).text)
+    assert trained.max_length == 16
+    a, b = trained.encode(["a red circle"])[0], fresh.encode(["a red circle"])[0]
+    assert not torch.allclose(a, b)  # the diffusion loss moved the encoder's weights
