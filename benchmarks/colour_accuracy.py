@@ -1,7 +1,7 @@
 """How often does a generated image have the prompted colour? (issue: demo target ≥ 95 %)
 
-Prompts are single shapes in a form never used in training ("a red circle": training captions always
-name size and position): every colour × every shape, `--seeds` images each, seeds 0..n-1. An image
+Prompts are single shapes in a form never used in training ("a red circle", "an orange square":
+every training caption has a position or relation phrase): every colour × every shape, `--seeds` images each, seeds 0..n-1. An image
 counts as right when its dominant foreground colour (t2i.evaluation.dominant_colour) is the prompted one.
 
     python benchmarks/colour_accuracy.py --model outputs/demo/pipeline
@@ -34,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     pipe = t2i.load(args.model)
-    prompts = [(c, f"a {c} {s}") for c in COLOURS for s in SHAPES]
+    prompts = [(c, f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}") for c in COLOURS for s in SHAPES]
     rows = []
     for g in args.guidance:
         start = time.perf_counter()

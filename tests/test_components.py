@@ -138,3 +138,25 @@ def test_generator_trains_a_scratch_text_encoder_jointly(autoencoder, shapes, tm
     assert trained.max_length == 16
     a, b = trained.encode(["a red circle"])[0], fresh.encode(["a red circle"])[0]
     assert not torch.allclose(a, b)  # the diffusion loss moved the encoder's weights
+
+
+def test_channel_normalisation_is_exact_and_standardises(shapes):
+    from t2i.autoencoder import build_autoencoder, normalise_latent_channels
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae = build_autoencoder(AutoencoderConfig(image_size=16, block_out_channels=(16, 32), norm_num_groups=8))
+    images = load_tensors(scan_folder(shapes)[0][:64], 16)
+    with torch.no_grad():  # make one channel's spread and offset clearly unlike the others'
+        vae.quant_conv.weight[0] *= 5
+        vae.quant_conv.bias[0] += 3
+        before = vae.decode(vae.encode(images).latent_dist.mode()).sample
+        raw = vae.encode(images).latent_dist.mode()
+    mu, sigma = normalise_latent_channels(vae, images, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        after = vae.decode(vae.encode(images).latent_dist.mode()).sample
+        z = vae.encode(images).latent_dist.sample(generator=torch.Generator().manual_seed(1))  # what training sees
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)  # float32 rounding of the refolded weights
+    assert raw.std((0, 2, 3)).max() / raw.std((0, 2, 3)).min() > 3 and raw.mean((0, 2, 3)).abs().max() > 2
+    torch.testing.assert_close(z.mean((0, 2, 3)), torch.zeros(4), atol=0.05, rtol=0)
+    torch.testing.assert_close(z.std((0, 2, 3)), torch.ones(4), atol=0.05, rtol=0)

@@ -31,8 +31,10 @@ from t2i.data import (
     write_shapes,
 )
 
-_SHAPE = rf"a ({'|'.join(SIZES)}) ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})"
-SINGLE = re.compile(rf"{_SHAPE} (on the left|on the right|at the top|at the bottom|in the center)")
+_SHAPE = rf"an? (?:({'|'.join(SIZES)}) )?({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})"
+_POSITION = "(on the left|on the right|at the top|at the bottom|in the center)"
+SINGLE = re.compile(rf"{_SHAPE} {_POSITION}")
+SINGLE_POSITION_FIRST = re.compile(rf"{_POSITION}, {_SHAPE}")
 PAIR = re.compile(rf"{_SHAPE} (above|below|to the left of|to the right of) {_SHAPE}")
 
 
@@ -60,7 +62,16 @@ def test_shapes_same_seed_same_bytes_and_different_seed_differs(tmp_path):
     assert len(a) == 14  # 12 images, metadata.jsonl, info.json
     assert a["metadata.jsonl"] != c["metadata.jsonl"]
     assert sum(a[k] != c[k] for k in a if k.startswith("images/")) >= 10
-    assert json.loads(a["info.json"]) == {"source": "shapes", "n": 12, "size": 16, "seed": 3, "p_two": 0.5}
+    assert json.loads(a["info.json"]) == {"source": "shapes", "n": 12, "size": 16, "seed": 3, "p_two": 0.5,
+                                          "p_size_word": 0.5, "p_position_first": 0.5}
+
+
+def test_shapes_wording_does_not_change_the_images():
+    always = list(render_shapes(ShapesConfig(n=20, size=16, seed=5, p_size_word=1.0)))
+    never = list(render_shapes(ShapesConfig(n=20, size=16, seed=5, p_size_word=0.0)))
+    for (img_a, cap_a, extra_a), (img_b, cap_b, extra_b) in zip(always, never):
+        assert img_a.tobytes() == img_b.tobytes() and extra_a == extra_b
+        assert not any(w in cap_b.split() for w in SIZES) and any(w in cap_a.split() for w in SIZES)
 
 
 def test_shapes_image_i_does_not_depend_on_n():
@@ -71,12 +82,16 @@ def test_shapes_image_i_does_not_depend_on_n():
 
 
 @pytest.mark.parametrize("size", [16, 32])
-def test_shapes_captions_always_name_size_and_position(size):
+def test_shapes_captions_always_name_position_and_sometimes_size(size):
     captions = [caption for _, caption, _ in render_shapes(ShapesConfig(n=300, size=size, seed=0))]
     for caption in captions:
-        assert SINGLE.fullmatch(caption) or PAIR.fullmatch(caption), caption
+        assert SINGLE.fullmatch(caption) or SINGLE_POSITION_FIRST.fullmatch(caption) or PAIR.fullmatch(caption), caption
+    assert 50 < sum(bool(SINGLE_POSITION_FIRST.fullmatch(c)) for c in captions) < 100  # half of ~150 singles
+    with_size = sum(bool(re.search(rf"(^|, )a ({'|'.join(SIZES)}) ", c)) for c in captions)
+    assert not any(re.search(r"\ba orange\b", c) for c in captions)  # "an orange"
+    assert 100 < with_size < 200  # p_size_word = 0.5
     # The held-out prompt form ("a red circle") must never be a training caption.
-    assert not any(re.fullmatch(rf"a ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})", c) for c in captions)
+    assert not any(re.fullmatch(rf"an? ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})", c) for c in captions)
     n_pairs = sum(bool(PAIR.fullmatch(c)) for c in captions)
     assert 100 < n_pairs < 200  # p_two = 0.5
 
@@ -94,11 +109,12 @@ def _nearest_colour(rgb) -> str:
 
 def test_single_shape_attributes_match_caption_and_pixels():
     size = 32
-    for img, caption, extra in render_shapes(ShapesConfig(n=60, size=size, seed=1, p_two=0.0)):
+    for img, caption, extra in render_shapes(ShapesConfig(n=60, size=size, seed=1, p_two=0.0, p_position_first=0.0)):
         attributes = extra["attributes"]
         [shape] = attributes["shapes"]
         size_word, colour, kind, _ = SINGLE.fullmatch(caption).groups()
-        assert (shape["size"], shape["colour"], shape["shape"]) == (size_word, colour, kind)
+        assert (shape["colour"], shape["shape"]) == (colour, kind)
+        assert size_word in (None, shape["size"])
         assert attributes["relation"] is None
         assert _nearest_colour(_dominant_colour(img)) == colour, caption
         # The drawn pixels sit where the attributes say, and where the caption says.
@@ -134,8 +150,8 @@ def test_two_shape_relation_holds_geometrically():
         attributes = extra["attributes"]
         first, second = attributes["shapes"]
         groups = PAIR.fullmatch(caption).groups()
-        assert (first["size"], first["colour"], first["shape"]) == groups[:3]
-        assert (second["size"], second["colour"], second["shape"]) == groups[4:]
+        for shape, (size_word, colour, kind) in ((first, groups[:3]), (second, groups[4:])):
+            assert (shape["colour"], shape["shape"]) == (colour, kind) and size_word in (None, shape["size"])
         assert attributes["relation"] == groups[3]
         a, b = first["bbox"], second["bbox"]
         dx, dy = second["cx"] - first["cx"], second["cy"] - first["cy"]

@@ -136,8 +136,13 @@ def test_compose_refuses_an_autoencoder_without_a_measured_scale(demo_run, tmp_p
     ae = tmp_path / "ae"
     shutil.copytree(out / "autoencoder", ae)
     config = json.loads((ae / "config.json").read_text())
-    config["scaling_factor"] = 1.0
+    config["scaling_factor"] = 0.5  # a constant copied from elsewhere
     (ae / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CompositionError, match="config has latent scaling factor 0.5, but .* was measured"):
+        compose(out / "generator", tmp_path / "pipe", autoencoder_dir=ae)
+    info = json.loads((ae / "t2i_component.json").read_text())
+    del info["latent_scaling_factor"]
+    (ae / "t2i_component.json").write_text(json.dumps(info))
     with pytest.raises(CompositionError, match="no latent scaling factor measured from data"):
         compose(out / "generator", tmp_path / "pipe", autoencoder_dir=ae)
 

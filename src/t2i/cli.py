@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     _train_flags(a, steps=800, batch_size=16, lr=2e-3, ema=0.0)
     a.add_argument("--pixel-loss", choices=["mse", "l1"], default="mse", help="reconstruction loss")
     a.add_argument("--kl-weight", type=float, default=1e-5, help="weight of the KL term")
+    a.add_argument("--normalise-channels", action="store_true",
+                   help="fold per-channel latent mean/std into the weights (exact; did not help on shapes)")
     g = tsub.add_parser("generator", formatter_class=fmt, help="the latent diffusion U-Net, text-conditioned",
                         description="Caches the autoencoder's latents and the text encoder's embeddings once, then "
                         "trains a UNet2DConditionModel with caption dropout (for classifier-free guidance) and EMA.")
@@ -100,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--prediction", choices=["v_prediction", "epsilon"], default="v_prediction",
                    help="what the network predicts")
     g.add_argument("--caption-dropout", type=_fraction, default=0.1, help="share of empty-prompt training samples")
-    _train_flags(g, steps=1100, batch_size=64, lr=1e-3, ema=0.999)
+    g.add_argument("--min-snr-gamma", type=float, default=5.0, help="Min-SNR-γ loss weighting (0: plain MSE)")
+    _train_flags(g, steps=1200, batch_size=64, lr=2e-3, ema=0.999)
     g.add_argument("--cache-dir", type=Path, default=None, help="where latents/embeddings are cached (default OUT/cache)")
     g.add_argument("--pipeline-out", type=Path, default=None, help="also compose a ready pipeline folder here")
 
@@ -189,7 +192,8 @@ def cmd_train(args, command: str) -> None:
         from t2i.autoencoder import AUTOENCODER_PRESETS, AutoencoderTrainConfig, train_autoencoder
 
         cfg = AutoencoderTrainConfig(model=AUTOENCODER_PRESETS[args.preset](args.size), train=_train_config(args),
-                                     kl_weight=args.kl_weight, pixel_loss=args.pixel_loss)
+                                     kl_weight=args.kl_weight, pixel_loss=args.pixel_loss,
+                                     normalise_channels=args.normalise_channels)
         info = train_autoencoder(args.data, args.out, cfg, command=command)
         print(f"autoencoder: held-out PSNR {info['metrics']['psnr_held_out']:.2f} dB, "
               f"latent scaling factor {info['latent_scaling_factor']:.4f}, wrote {args.out}")
@@ -199,6 +203,7 @@ def cmd_train(args, command: str) -> None:
 
     model = GENERATOR_PRESETS[args.preset]()
     model.prediction_type, model.caption_dropout = args.prediction, args.caption_dropout
+    model.min_snr_gamma = args.min_snr_gamma
     cfg = GeneratorTrainConfig(model=model, text=TextEncoderConfig(source=args.text_encoder, max_length=args.max_length),
                                train=_train_config(args))
     info = train_generator(args.data, args.autoencoder, args.out, cfg, cache_dir=args.cache_dir, command=command)

@@ -6,6 +6,7 @@ from t2i.autoencoder.model import (
     build_autoencoder,
     downsampling_factor,
     measure_scaling_factor,
+    normalise_latent_channels,
     psnr,
 )
 from t2i.autoencoder.train import AutoencoderTrainConfig, train_autoencoder
@@ -17,6 +18,7 @@ __all__ = [
     "build_autoencoder",
     "downsampling_factor",
     "measure_scaling_factor",
+    "normalise_latent_channels",
     "psnr",
     "train_autoencoder",
 ]

@@ -11,7 +11,7 @@ from diffusers import AutoencoderKL
 @dataclass
 class AutoencoderConfig:
     image_size: int = 32  # training resolution in pixels (square)
-    block_out_channels: tuple[int, ...] = (16, 32, 64)  # one entry per level; f = 2 ** (levels - 1)
+    block_out_channels: tuple[int, ...] = (16, 32, 32)  # one entry per level; f = 2 ** (levels - 1)
     latent_channels: int = 4  # channels of the latent (c)
     layers_per_block: int = 1  # ResNet blocks per level
     norm_num_groups: int = 8  # GroupNorm groups; must divide every entry of block_out_channels
@@ -72,6 +72,37 @@ def measure_scaling_factor(vae: AutoencoderKL, images: torch.Tensor, *, batch_si
     if not std > 0:
         raise ValueError(f"latents have standard deviation {std}: the autoencoder collapsed")
     return 1.0 / std
+
+
+@torch.no_grad()
+def normalise_latent_channels(vae: AutoencoderKL, images: torch.Tensor, *, batch_size: int = 256,
+                              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give every latent channel zero mean and unit variance on `images`, folded into the weights.
+
+    A diffusion schedule adds the same noise to every channel, so a channel with a tenth of another's
+    spread loses its content (here: part of the colour) at far lower noise levels. Posterior samples
+    z = σ·z' + μ per channel: the 1×1 `quant_conv` is rescaled to emit z' (mean and log-variance) and
+    `post_quant_conv` absorbs σ and μ, so decode(encode(x)) is unchanged and the model stays a plain
+    AutoencoderKL that diffusers loads. Returns the (μ, σ) that were folded in.
+    """
+    if vae.quant_conv is None or vae.post_quant_conv is None:
+        raise ValueError("the autoencoder has no quant_conv/post_quant_conv to fold the normalisation into")
+    samples = torch.cat([vae.encode(images[i : i + batch_size]).latent_dist.sample(generator=generator)
+                         for i in range(0, len(images), batch_size)])  # (N, c, h, w)
+    mu = samples.mean((0, 2, 3)).double()  # (c,)
+    sigma = samples.std((0, 2, 3)).double()  # (c,)
+    c = len(mu)
+    qw, qb = vae.quant_conv.weight.double(), vae.quant_conv.bias.double()  # (2c, 2c, 1, 1), (2c,)
+    qw[:c] /= sigma[:, None, None, None]  # mean rows
+    qb[:c] = (qb[:c] - mu) / sigma
+    qb[c:] -= 2 * sigma.log()  # log-variance rows: var' = var / σ²
+    pw, pb = vae.post_quant_conv.weight.double(), vae.post_quant_conv.bias.double()  # (c, c, 1, 1), (c,)
+    pb += (pw[:, :, 0, 0] * mu[None, :]).sum(1)
+    pw *= sigma[None, :, None, None]
+    for conv, w, b in ((vae.quant_conv, qw, qb), (vae.post_quant_conv, pw, pb)):
+        conv.weight.copy_(w.to(conv.weight.dtype))
+        conv.bias.copy_(b.to(conv.bias.dtype))
+    return mu.float(), sigma.float()
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Procedural shapes: coloured shapes on a plain background, with captions and ground-truth attributes.
 
-One shape: "a small red circle on the left". Two shapes: "a small red circle above a large blue square".
-Every training caption names size and position (or relation), so the shorter form "a red circle"
-never occurs in training data and can be held out to test generalisation.
+One shape: "a small red circle on the left". Two shapes: "a red circle above a large blue square".
+The size word is optional (`p_size_word`); the position or relation phrase is always there, so the
+bare form "a red circle" never occurs in training data and can be held out to test generalisation.
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ class ShapesConfig:
     size: int = 32  # image side in pixels (>= 16)
     seed: int = 0  # image i is drawn from np.random.default_rng([seed, i])
     p_two: float = 0.5  # probability that an image holds two shapes in a spatial relation, else one
+    p_size_word: float = 0.5  # probability that a shape's description names its size ("a small red circle"
+    # vs "a red circle"). Always naming it taught the generator the colour words only right after a size
+    # word: "a small orange square in the center" drew orange 8/8, "an orange square" 0/8 (yellow).
+    p_position_first: float = 0.5  # probability that a single shape's caption leads with its position ("on
+    # the left, a red circle"), so a colour-and-shape phrase also ends a caption, as in short prompts
 
     def __post_init__(self):
         if self.size < 16:
@@ -72,6 +77,10 @@ class ShapesConfig:
             raise ValueError(f"seed must be non-negative, got {self.seed}")
         if not 0.0 <= self.p_two <= 1.0:
             raise ValueError(f"p_two must be in [0, 1], got {self.p_two}")
+        if not 0.0 <= self.p_position_first <= 1.0:
+            raise ValueError(f"p_position_first must be in [0, 1], got {self.p_position_first}")
+        if not 0.0 <= self.p_size_word <= 1.0:
+            raise ValueError(f"p_size_word must be in [0, 1], got {self.p_size_word}")
 
 
 def _quantise(v: float) -> float:
@@ -118,7 +127,7 @@ def _render(shapes: list[dict], side: int) -> Image.Image:
     return big.reduce(_SUPERSAMPLE)  # box filter
 
 
-def _one_shape(rng: np.random.Generator, side: int) -> tuple[list[dict], str, str]:
+def _one_shape(rng: np.random.Generator, side: int) -> tuple[list[dict], str]:
     size = SIZES[rng.integers(len(SIZES))]
     colour = list(COLOURS)[rng.integers(len(COLOURS))]
     kind = SHAPES[rng.integers(len(SHAPES))]
@@ -136,11 +145,10 @@ def _one_shape(rng: np.random.Generator, side: int) -> tuple[list[dict], str, st
         "bottom": (across, 1 - outer),
         "center": (0.5 + rng.uniform(-0.06, 0.06), 0.5 + rng.uniform(-0.06, 0.06)),
     }[position]
-    shape = _shape(kind, colour, size, cx, cy, side)
-    return [shape], f"a {size} {colour} {kind} {POSITIONS[position]}", position
+    return [_shape(kind, colour, size, cx, cy, side)], position
 
 
-def _two_shapes(rng: np.random.Generator, side: int) -> tuple[list[dict], str, str]:
+def _two_shapes(rng: np.random.Generator, side: int) -> tuple[list[dict], str]:
     sizes = PAIR_SIZES[rng.integers(len(PAIR_SIZES))]
     colours = [list(COLOURS)[i] for i in rng.choice(len(COLOURS), size=2, replace=False)]
     kinds = [SHAPES[i] for i in rng.integers(len(SHAPES), size=2)]
@@ -163,24 +171,42 @@ def _two_shapes(rng: np.random.Generator, side: int) -> tuple[list[dict], str, s
     for i in range(2):
         cx, cy = (along[i], across[i]) if axis == 0 else (across[i], along[i])
         shapes.append(_shape(kinds[i], colours[i], sizes[i], cx, cy, side))
-    caption = f"a {sizes[0]} {colours[0]} {kinds[0]} {relation} a {sizes[1]} {colours[1]} {kinds[1]}"
-    return shapes, caption, relation
+    return shapes, relation
+
+
+def _article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def _caption(shapes: list[dict], position: str | None, relation: str | None, words: np.random.Generator,
+             config: ShapesConfig) -> str:
+    """"a small red circle on the left", "on the left, a red circle", "a red circle above a large blue
+    square". The position or relation phrase is always there, so the bare form "a red circle" never
+    occurs in training captions."""
+    phrases = [_article(" ".join([*([s["size"]] if words.random() < config.p_size_word else []), s["colour"],
+                                 s["shape"]])) for s in shapes]
+    if relation is not None:
+        return f"{phrases[0]} {relation} {phrases[1]}"
+    if words.random() < config.p_position_first:
+        return f"{POSITIONS[position]}, {phrases[0]}"
+    return f"{phrases[0]} {POSITIONS[position]}"
 
 
 def render_shapes(config: ShapesConfig) -> Iterator[tuple[Image.Image, str, dict]]:
-    """Yield (image, caption, extra) for images 0..n-1; image i depends only on (seed, i, size, p_two).
+    """Yield (image, caption, extra) for images 0..n-1; image i depends only on (seed, i, size, p_two), its
+    caption's wording also on p_size_word and p_position_first.
 
     extra is {"attributes": {"shapes": [{"shape", "colour", "size", "cx", "cy", "bbox"}, ...],
     "position": "left" | ... | None, "relation": "above" | ... | None}}, in pixels of the image.
     """
     for i in range(config.n):
         rng = np.random.default_rng([config.seed, i])
+        words = np.random.default_rng([config.seed, i, 1])  # wording only: images do not depend on it
         if rng.random() < config.p_two:
-            shapes, caption, relation = _two_shapes(rng, config.size)
-            position = None
+            (shapes, relation), position = _two_shapes(rng, config.size), None
         else:
-            shapes, caption, position = _one_shape(rng, config.size)
-            relation = None
+            (shapes, position), relation = _one_shape(rng, config.size), None
+        caption = _caption(shapes, position, relation, words, config)
         attributes = {"shapes": shapes, "position": position, "relation": relation}
         yield _render(shapes, config.size), caption, {"attributes": attributes}
 

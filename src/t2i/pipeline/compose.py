@@ -51,10 +51,13 @@ def check_fit(text_config: dict, text_max_length: int, unet_config: dict, vae_co
         problems.append(f"the generator's {unet_config['sample_size']}×{unet_config['sample_size']} latents decode to "
                         f"{unet_config['sample_size'] * f} px with factor {f}, but the autoencoder was trained at "
                         f"{ae_info['image_size']} px")
-    scale = vae_config.get("scaling_factor")
-    if not ae_info.get("latent_scaling_factor") or scale in (None, 1.0):
+    scale, measured = vae_config.get("scaling_factor"), ae_info.get("latent_scaling_factor")
+    if not measured:
         problems.append("the autoencoder has no latent scaling factor measured from data "
                         "(train it with `t2i train autoencoder`)")
+    elif scale is None or abs(scale - measured) > 1e-6 * abs(measured):
+        problems.append(f"the autoencoder's config has latent scaling factor {scale}, "
+                        f"but {measured:.6g} was measured on its data")
     elif abs(scale - gen_info["autoencoder"]["latent_scaling_factor"]) > 1e-6 * abs(scale):
         problems.append(f"the generator was trained with latent scaling factor "
                         f"{gen_info['autoencoder']['latent_scaling_factor']:.6g}, the autoencoder has {scale:.6g}")

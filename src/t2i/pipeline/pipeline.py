@@ -135,7 +135,6 @@ class T2IPipeline:
     @torch.inference_mode()
     def _sample(self, s: dict, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Run the sampler for settings `s`; returns scaled latents (B, c, h, w)."""
-        n = len(s["prompts"])
         cond = self.encode_prompts(s["prompts"])
         uncond = self._uncond(s["negatives"]) if s["guidance"] != 1 else None
         denoiser = Denoiser(unet_network(self.unet), self.alphas_cumprod, self.prediction_type)
@@ -145,10 +144,8 @@ class T2IPipeline:
         x = per_image_randn(shape, generators)  # (B, c, h, w)
         timesteps = spaced_timesteps(self.schedule.num_train_timesteps, s["steps"], self.timestep_spacing)
         callback = (lambda i, x_t, x0: on_step(i, x0)) if on_step else None
-        latents = get_sampler(s["sampler"])(denoise, x, timesteps, self.alphas_cumprod,
-                                            generators=generators, callback=callback)
-        assert latents.shape[0] == n
-        return latents
+        return get_sampler(s["sampler"])(denoise, x, timesteps, self.alphas_cumprod,
+                                         generators=generators, callback=callback)
 
     def _uncond(self, negatives: list[str]) -> torch.Tensor:
         # The empty prompt's embedding is the same for every call: compute it once.

@@ -13,7 +13,7 @@ import csv
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -171,12 +171,10 @@ def random_batches(tensors: dict[str, torch.Tensor], batch_size: int, *, seed: i
     if n == 0:
         raise ValueError("cannot train on an empty dataset")
     generator = torch.Generator().manual_seed(seed)
+    last_start = max(1, n - batch_size + 1)  # drop the ragged tail; a set smaller than a batch is one batch
     while True:
         order = torch.randperm(n, generator=generator)
-        for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+        for i in range(0, last_start, batch_size):
             idx = order[i : i + batch_size]
             yield {k: t[idx] for k, t in tensors.items()}
 
-
-def config_dict(cfg) -> dict:
-    return asdict(cfg)
