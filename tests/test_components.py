@@ -109,9 +109,9 @@ def test_scaling_factor_gives_unit_variance_latents(autoencoder, shapes):
 # -- generator ------------------------------------------------------------------------------------
 
 
-def _generator_cfg(source="minilm", steps=40):
+def _generator_cfg(source="minilm", steps=40, prediction_type="v_prediction"):
     return GeneratorTrainConfig(
-        model=GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8),
+        model=GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8, prediction_type=prediction_type),
         text=TextEncoderConfig(source=source, max_length=16, scratch_hidden_size=32, scratch_heads=2),
         train=TrainConfig(steps=steps, batch_size=16, lr=2e-3, warmup_steps=4, ema_decay=0.9, log_every=10))
 
@@ -127,6 +127,19 @@ def test_generator_loss_falls_and_caches_are_reused(autoencoder, shapes, tmp_pat
     stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     train_generator(shapes, ae_dir, tmp_path / "gen2", _generator_cfg(steps=2), cache_dir=cache)
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps  # read, not rewritten
+
+
+def test_generator_trains_with_epsilon_prediction_and_composes(autoencoder, shapes, tmp_path):
+    import t2i
+    from t2i.pipeline import compose
+
+    ae_dir, _ = autoencoder
+    info = train_generator(shapes, ae_dir, tmp_path / "gen", _generator_cfg(prediction_type="epsilon", steps=30))
+    assert info["prediction_type"] == "epsilon" and info["losses"][-1] < info["losses"][0]
+    pipe = t2i.load(compose(tmp_path / "gen", tmp_path / "pipe"))
+    assert pipe.prediction_type == "epsilon"
+    (img,) = pipe("a red circle", seed=0, steps=4)
+    assert img.size == (16, 16)
 
 
 def test_generator_trains_a_scratch_text_encoder_jointly(autoencoder, shapes, tmp_path):

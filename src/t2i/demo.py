@@ -39,7 +39,7 @@ class DemoConfig:
         train=TrainConfig(steps=1200, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.999)))
     images_per_prompt: int = 8  # grid width; seeds 0..n-1
     steps: int = 20  # sampling steps for the grids
-    guidance: float = 4.0  # classifier-free guidance scale for the grids (stored as the pipeline default)
+    guidance: float = 2.0  # classifier-free guidance scale for the grids (stored as the pipeline default)
     sampler: str = "dpmpp_2m"
 
 

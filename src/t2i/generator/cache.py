@@ -11,18 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+
 log = logging.getLogger("t2i.cache")
-
-
-def weights_digest(folder: str | Path) -> str:
-    """A short hash of a component's weight files: identifies exactly which weights produced a cache."""
-    h = hashlib.sha256()
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        h.update(path.name.encode())
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _key(**parts) -> str:

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from t2i.autoencoder.model import downsampling_factor
-from t2i.components import read_component_info, write_component_info
+from t2i.components import read_component_info, weights_digest, write_component_info
 from t2i.data import dataset_fingerprint, load_tensors, scan_folder
-from t2i.generator.cache import cached, encode_captions, encode_latents, weights_digest
+from t2i.generator.cache import cached, encode_captions, encode_latents
 from t2i.generator.model import GeneratorConfig, build_unet
 from t2i.sampling import Denoiser, alphas_cumprod
 from t2i.text import MINILM, SCRATCH, TextEncoderConfig, build_text_encoder, minilm_path

@@ -12,12 +12,10 @@ import shutil
 from pathlib import Path
 
 import t2i
-from t2i.components import read_component_info
-from t2i.generator.cache import weights_digest
+from t2i.components import PIPELINE_INFO, read_component_info, weights_digest
 from t2i.sampling import NoiseScheduleConfig, diffusers_scheduler_config
 from t2i.text import MINILM, load_text_encoder, minilm_path
 
-PIPELINE_INFO = "t2i.json"
 DEFAULTS = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 4.0}
 
 

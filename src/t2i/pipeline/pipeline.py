@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from t2i.data import to_pil
-from t2i.pipeline.compose import PIPELINE_INFO
+from t2i.components import PIPELINE_INFO
 from t2i.sampling import (
     Denoiser,
     NoiseScheduleConfig,
