@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--text-encoder", default=None, help="text encoder (default: the one the generator trained with)")
     m.add_argument("--autoencoder", type=Path, default=None, help="autoencoder (default: the one the generator trained with)")
     m.add_argument("--force", action="store_true", help="compose even if weights differ from those trained with")
-    m.add_argument("--guidance", type=float, default=4.0, help="default guidance scale stored in the pipeline")
+    m.add_argument("--guidance", type=float, default=3.0, help="default guidance scale stored in the pipeline")
     m.add_argument("--steps", type=_positive_int, default=20, help="default sampling steps stored in the pipeline")
 
     gen = sub.add_parser("generate", formatter_class=fmt, help="generate images from prompts",

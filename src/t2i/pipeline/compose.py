@@ -16,7 +16,7 @@ from t2i.components import PIPELINE_INFO, read_component_info, weights_digest
 from t2i.sampling import NoiseScheduleConfig, diffusers_scheduler_config
 from t2i.text import MINILM, load_text_encoder, minilm_path
 
-DEFAULTS = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 4.0}
+DEFAULTS = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 3.0}  # sampling settings stored in the folder
 
 
 class CompositionError(ValueError):
@@ -113,6 +113,8 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
     # timesteps as ours for any step count (its DDIM does not when steps do not divide 1000).
     scheduler = diffusers_scheduler_config(schedule, gen_info["prediction_type"])
     scheduler["_class_name"] = "DPMSolverMultistepScheduler"
+    # StableDiffusionPipeline rewrites steps_offset 0 to 1 with a warning; only "leading" spacing reads it.
+    scheduler["steps_offset"] = 1
     (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2) + "\n")
     (tmp / "model_index.json").write_text(json.dumps(_model_index(encoder), indent=2) + "\n")
     info = {

@@ -110,7 +110,7 @@ class T2IPipeline:
         steps = int(steps if steps is not None else self.defaults.get("steps", 20))
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        guidance = float(guidance if guidance is not None else self.defaults.get("guidance", 4.0))
+        guidance = float(guidance if guidance is not None else self.defaults.get("guidance", 3.0))
         if guidance < 0:
             raise ValueError(f"guidance scale must be ≥ 0, got {guidance}")
         sampler = sampler or self.defaults.get("sampler", "dpmpp_2m")
