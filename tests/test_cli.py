@@ -48,6 +48,29 @@ def test_bad_input_gives_one_clear_line_and_no_traceback(args, message):
     assert "Traceback" not in r.stderr
 
 
+def test_import_and_check_a_sidecar_folder_with_a_bad_image(tmp_path):
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    for k in range(9):
+        Image.new("RGB", (40, 30), (20 * k, 100, 200)).save(src / "sub" / f"p{k}.png")
+        (src / "sub" / f"p{k}.txt").write_text(f"photo number {k}\n")
+    (src / "broken.png").write_bytes(b"not a png")
+    (src / "broken.txt").write_text("a broken file\n")
+    r = run("data", "import", "--src", src, "--out", tmp_path / "data", "--size", "16")
+    assert r.returncode == 0, r.stderr
+    assert "kept 9 of 10" in r.stdout + r.stderr
+    r = run("data", "check", tmp_path / "data")
+    assert r.returncode == 0 and "kept 9 of 9" in r.stdout + r.stderr and "fingerprint" in r.stdout
+    assert Image.open(next((tmp_path / "data" / "images").glob("*.png"))).size == (16, 16)
+    r = run("data", "import", "--src", src, "--out", tmp_path / "data2", "--max-failure-rate", "0.05")
+    assert r.returncode == 1 and "above the 5% limit" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_autoencoder_size_not_divisible_fails_before_reading_data(tmp_path):
+    r = run("train", "autoencoder", "--data", tmp_path / "missing", "--out", tmp_path / "ae", "--size", "30")
+    assert r.returncode == 1 and "image size 30 is not divisible by the autoencoder factor 4" in r.stderr
+
+
 def test_argument_errors_are_caught_before_any_work():
     r = run("generate", "a red circle", "--model", "x", "--steps", "0")
     assert r.returncode == 2 and "must be at least 1, got 0" in r.stderr and "Traceback" not in r.stderr

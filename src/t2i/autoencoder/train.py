@@ -53,13 +53,13 @@ def autoencoder_loss(kl_weight: float, pixel_loss: str = "mse"):
 def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: AutoencoderTrainConfig,
                       *, command: str | None = None) -> dict:
     """Train, measure the latent scaling factor and held-out PSNR, and save the component folder."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        vae = build_autoencoder(cfg.model)  # first: a bad config fails before any data is read
     records, report = scan_folder(data_dir)
     images = load_tensors(records, cfg.model.image_size)
     held = min(cfg.held_out, len(images) // 10)
     train_images, test_images = images[held:], images[:held]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
-        vae = build_autoencoder(cfg.model)
     batches = random_batches({"pixel_values": train_images}, cfg.train.batch_size, seed=cfg.train.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

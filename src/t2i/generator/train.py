@@ -79,6 +79,10 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     scaling_factor = float(vae.config.scaling_factor)
     image_size = int(ae_info["image_size"])
     f = downsampling_factor(vae)
+    latent_size = image_size // f
+    if latent_size % cfg.model.downsampling_factor:  # fail before caching anything
+        raise ValueError(f"{image_size} px images give {latent_size}×{latent_size} latents, not divisible by the "
+                         f"U-Net's factor {cfg.model.downsampling_factor}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
@@ -110,7 +114,6 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         text_table, uncond = text["text_table"], text["uncond"]
         tensors["caption_index"] = text["caption_index"]
 
-    latent_size = image_size // f
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # diffusers initialises from the global RNG; keep it contained
         unet = build_unet(cfg.model, sample_size=latent_size, latent_channels=latents["latent_mean"].shape[1],
