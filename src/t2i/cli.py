@@ -19,6 +19,15 @@ or all of it at once, in about five minutes on a laptop CPU:
 """
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it has one (not "(default: None)" on required flags)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _positive_int(text: str) -> int:
     v = int(text)
     if v < 1:
@@ -34,7 +43,7 @@ def _fraction(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     p = argparse.ArgumentParser(
         prog="t2i", description="Train a text-to-image system from scratch in three parts — text encoder, "
         "generator, decoder — and sample from it.", epilog=EPILOG_TOP, formatter_class=argparse.RawDescriptionHelpFormatter)
