@@ -61,11 +61,20 @@ def test_stream_yields_a_preview_per_step_then_the_result(pipe):
     assert np.abs(_arr(previews[0].images) - _arr(direct)).max() > 0  # the first one is still rough
 
 
-def test_stream_stopped_early_cancels(pipe):
-    stream = pipe.stream("a red circle", seed=0, steps=50)
+def test_stream_stopped_early_cancels(pipe, monkeypatch):
+    import threading
+
+    decoded = []
+    decode = pipe.decode
+    monkeypatch.setattr(pipe, "decode", lambda latents: decoded.append(1) or decode(latents))  # one per step
+    stream = pipe.stream("a red circle", seed=0, steps=1000)
     first = next(stream)
     stream.close()
+    for worker in [t for t in threading.enumerate() if t.name == "t2i-stream"]:
+        worker.join(timeout=60)
+        assert not worker.is_alive()
     assert first.step == 1
+    assert len(decoded) < 100  # stopped at the next step, not after all 1000
 
 
 def test_bad_settings_are_refused_with_a_reason(pipe):
@@ -91,8 +100,12 @@ def test_diffusers_runs_the_folder_like_t2i(pipeline_dir, pipe):
     from t2i.sampling import per_image_randn
 
     sd = StableDiffusionPipeline.from_pretrained(pipeline_dir, safety_checker=None)
+    from diffusers import DDIMScheduler
+
     assert type(sd.scheduler).__name__ == "DPMSolverMultistepScheduler"
-    assert sd.scheduler.config.clip_sample is False or "clip_sample" not in sd.scheduler.config
+    assert sd.scheduler.config.prediction_type == "v_prediction"
+    assert sd.scheduler.config.timestep_spacing == "trailing"
+    assert DDIMScheduler.from_config(sd.scheduler.config).config.clip_sample is False  # latents are not in [-1, 1]
     prompts, seeds = ["a red circle", "a blue square"], [0, 1]
     ours = pipe(prompts, seed=seeds, steps=8, guidance=3.0, sampler="dpmpp_2m")
     c = pipe.unet.config.in_channels
