@@ -71,6 +71,16 @@ def test_autoencoder_size_not_divisible_fails_before_reading_data(tmp_path):
     assert r.returncode == 1 and "image size 30 is not divisible by the autoencoder factor 4" in r.stderr
 
 
+def test_a_component_folder_of_the_wrong_kind_is_refused(demo_run, tmp_path):
+    out, _ = demo_run
+    r = run("train", "generator", "--data", out / "data", "--autoencoder", out / "generator", "--out", tmp_path / "g")
+    assert r.returncode == 1 and "holds a 'generator' component, not 'autoencoder'" in r.stderr
+    r = run("generate", "a red circle", "--model", out / "autoencoder", "--out", tmp_path)
+    assert r.returncode == 1 and "is not a pipeline folder (no model_index.json)" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "g").exists()  # refused before anything was written
+
+
 def test_argument_errors_are_caught_before_any_work():
     r = run("generate", "a red circle", "--model", "x", "--steps", "0")
     assert r.returncode == 2 and "must be at least 1, got 0" in r.stderr and "Traceback" not in r.stderr
