@@ -125,8 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--text-encoder", default=None, help="text encoder (default: the one the generator trained with)")
     m.add_argument("--autoencoder", type=Path, default=None, help="autoencoder (default: the one the generator trained with)")
     m.add_argument("--force", action="store_true", help="compose even if weights differ from those trained with")
-    m.add_argument("--guidance", type=float, default=3.0, help="default guidance scale stored in the pipeline")
-    m.add_argument("--steps", type=_positive_int, default=20, help="default sampling steps stored in the pipeline")
+    m.add_argument("--guidance", type=float, default=None,
+                   help="default guidance scale stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
+    m.add_argument("--steps", type=_positive_int, default=None,
+                   help="default sampling steps stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
 
     gen = sub.add_parser("generate", formatter_class=fmt, help="generate images from prompts",
                          description="Generates N images per prompt; image k of a run uses seed SEED+k, so any image "
@@ -227,7 +229,8 @@ def cmd_compose(args) -> None:
     from t2i.pipeline import compose
 
     out = compose(args.generator, args.out, text_encoder=args.text_encoder, autoencoder_dir=args.autoencoder,
-                  force=args.force, defaults={"guidance": args.guidance, "steps": args.steps})
+                  force=args.force, defaults={k: v for k, v in (("guidance", args.guidance), ("steps", args.steps))
+                                              if v is not None})
     print(f"wrote {out}")
 
 

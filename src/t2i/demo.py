@@ -35,8 +35,7 @@ class DemoConfig:
     autoencoder: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
     generator: GeneratorTrainConfig = field(default_factory=lambda: GeneratorTrainConfig(
         # Shape captions are at most 14 tokens: 16 instead of 32 makes each step ~27 % cheaper.
-        text=TextEncoderConfig(max_length=16),
-        train=TrainConfig(steps=1200, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.999)))
+        text=TextEncoderConfig(max_length=16)))
     images_per_prompt: int = 8  # grid width; seeds 0..n-1
     steps: int = 20  # sampling steps for the grids
     guidance: float = 2.0  # classifier-free guidance scale for the grids (stored as the pipeline default)

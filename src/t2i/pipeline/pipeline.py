@@ -19,6 +19,7 @@ from PIL import Image
 
 from t2i.data import to_pil
 from t2i.components import PIPELINE_INFO
+from t2i.pipeline.compose import DEFAULTS
 from t2i.sampling import (
     Denoiser,
     NoiseScheduleConfig,
@@ -62,7 +63,7 @@ class T2IPipeline:
         self.latent_scaling_factor = float(vae.config.scaling_factor)
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.size_multiple = self.vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
-        self.defaults = info.get("defaults", {})
+        self.defaults = {**DEFAULTS, **info.get("defaults", {})}
         self._uncond_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
@@ -107,13 +108,13 @@ class T2IPipeline:
         negatives = [negative_prompt or ""] * n if not isinstance(negative_prompt, list) else negative_prompt
         if len(negatives) != n:
             raise ValueError(f"{len(negatives)} negative prompts for {n} images")
-        steps = int(steps if steps is not None else self.defaults.get("steps", 20))
+        steps = int(steps if steps is not None else self.defaults["steps"])
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        guidance = float(guidance if guidance is not None else self.defaults.get("guidance", 3.0))
+        guidance = float(guidance if guidance is not None else self.defaults["guidance"])
         if guidance < 0:
             raise ValueError(f"guidance scale must be ≥ 0, got {guidance}")
-        sampler = sampler or self.defaults.get("sampler", "dpmpp_2m")
+        sampler = sampler or self.defaults["sampler"]
         get_sampler(sampler)  # fails early on an unknown name
         height, width = height or self.image_size, width or self.image_size
         for name, v in (("height", height), ("width", width)):
