@@ -97,3 +97,15 @@ def test_every_command_has_help():
                  ["generate", "--help"], ["demo", "--help"]):
         r = run(*args)
         assert r.returncode == 0 and "usage: t2i" in r.stdout, args
+
+
+def test_training_flag_defaults_match_the_component_configs():
+    """The CLI spells its training defaults out (so --help needs no torch); they must be the library's."""
+    from t2i.autoencoder import AutoencoderTrainConfig
+    from t2i.cli import parser
+    from t2i.generator import GeneratorTrainConfig
+
+    for component, cfg in (("autoencoder", AutoencoderTrainConfig().train), ("generator", GeneratorTrainConfig().train)):
+        args = parser().parse_args(["train", component, "--data", "d", "--out", "o", "--autoencoder", "a"]
+                                   if component == "generator" else ["train", component, "--data", "d", "--out", "o"])
+        assert (args.steps, args.batch_size, args.lr, args.ema) == (cfg.steps, cfg.batch_size, cfg.lr, cfg.ema_decay), component

@@ -3,8 +3,8 @@
 __version__ = "0.1.0"
 
 
-def load(folder, **kwargs):
-    """Load a composed pipeline folder; see `t2i.pipeline.T2IPipeline.from_pretrained`."""
-    from t2i.pipeline import T2IPipeline
+def load(folder):
+    """Load a composed pipeline folder of any variant; see `t2i.pipeline.load_pipeline`."""
+    from t2i.pipeline import load_pipeline
 
-    return T2IPipeline.from_pretrained(folder, **kwargs)
+    return load_pipeline(folder)

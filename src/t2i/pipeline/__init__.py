@@ -1,6 +1,35 @@
-"""Composition and the composed pipeline."""
+"""Composition and the composed pipelines, one per variant, behind one interface (`base.Pipeline`)."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from t2i.components import PIPELINE_INFO
+from t2i.pipeline.base import Pipeline, StreamEvent
 from t2i.pipeline.compose import CompositionError, compose
-from t2i.pipeline.pipeline import StreamEvent, T2IPipeline
+from t2i.pipeline.pipeline import T2IPipeline
 
-__all__ = ["CompositionError", "StreamEvent", "T2IPipeline", "compose"]
+
+def _load_latent(folder: Path) -> Pipeline:
+    return T2IPipeline.from_pretrained(folder)
+
+
+# variant (the "variant" field of a pipeline folder's t2i.json) -> loader. A plain dict of functions.
+PIPELINE_LOADERS = {"latent": _load_latent}
+
+
+def load_pipeline(folder: str | Path) -> Pipeline:
+    """Load any pipeline folder t2i wrote; its t2i.json says which variant it is (latent when absent)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a pipeline folder (it does not exist); make one with t2i compose")
+    info_path = folder / PIPELINE_INFO
+    variant = json.loads(info_path.read_text()).get("variant", "latent") if info_path.exists() else "latent"
+    if variant not in PIPELINE_LOADERS:
+        raise ValueError(f"{folder} holds a {variant!r} pipeline; this t2i knows {', '.join(PIPELINE_LOADERS)}")
+    return PIPELINE_LOADERS[variant](folder)
+
+
+__all__ = ["PIPELINE_LOADERS", "CompositionError", "Pipeline", "StreamEvent", "T2IPipeline", "compose",
+           "load_pipeline"]

@@ -7,11 +7,8 @@ concurrent calls cannot corrupt each other. Image i depends only on seed i, what
 from __future__ import annotations
 
 import json
-import queue
 import secrets
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,8 +16,10 @@ from PIL import Image
 
 from t2i.data import to_pil
 from t2i.components import PIPELINE_INFO
+from t2i.pipeline.base import Pipeline, parameters_text
 from t2i.pipeline.compose import DEFAULTS
 from t2i.sampling import (
+    SAMPLERS,
     Denoiser,
     NoiseScheduleConfig,
     alphas_cumprod,
@@ -33,19 +32,11 @@ from t2i.sampling import (
 from t2i.text import TextEncoder, load_text_encoder
 
 
-@dataclass
-class StreamEvent:
-    step: int  # steps done so far (1-based); equals `total` for the final event
-    total: int  # steps of the run
-    images: list[Image.Image]  # the decoded prediction of the clean image at this step, or the result
-    final: bool  # True once, for the finished images
+class T2IPipeline(Pipeline):
+    """The latent variant (Stable Diffusion's): text encoder → U-Net over autoencoder latents → VAE decoder."""
 
+    samplers = tuple(SAMPLERS)
 
-class _Cancelled(Exception):
-    pass
-
-
-class T2IPipeline:
     def __init__(self, text_encoder: TextEncoder, unet, vae, scheduler_config: dict, info: dict):
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.unet = unet.eval().requires_grad_(False)
@@ -169,51 +160,5 @@ class T2IPipeline:
         on_step = (lambda i, x0: callback(i + 1, s["steps"], self.decode(x0))) if callback else None
         images = self.decode(self._sample(s, on_step))
         for img, p, neg, k in zip(images, s["prompts"], s["negatives"], s["seeds"]):
-            img.info["parameters"] = _parameters_text(p, neg, s, k)
+            img.info["parameters"] = parameters_text(p, neg, s, k)
         return images
-
-    def stream(self, prompt: str | list[str], **kwargs) -> Iterator[StreamEvent]:
-        """Yield a preview per denoising step, then the finished images (`final=True`).
-
-        The run happens in a worker thread; stopping the iteration early cancels it at the next step.
-        """
-        events: queue.Queue = queue.Queue()
-        cancel = threading.Event()
-
-        def on_preview(step, total, images):
-            if cancel.is_set():
-                raise _Cancelled
-            events.put(StreamEvent(step, total, images, final=False))
-
-        def run():
-            try:
-                events.put(self(prompt, callback=on_preview, **kwargs))  # the finished images
-            except _Cancelled:
-                events.put(None)
-            except BaseException as e:  # handed to the consumer, raised there
-                events.put(e)
-
-        worker = threading.Thread(target=run, name="t2i-stream", daemon=True)
-        worker.start()
-        try:
-            total = 0
-            while True:
-                event = events.get()
-                if event is None:
-                    return
-                if isinstance(event, BaseException):
-                    raise event
-                if isinstance(event, list):
-                    yield StreamEvent(total, total, event, final=True)
-                    return
-                total = event.total
-                yield event
-        finally:
-            cancel.set()
-
-
-def _parameters_text(prompt: str, negative: str, s: dict, seed: int) -> str:
-    """AUTOMATIC1111's "parameters" convention, so a PNG carries what reproduces it."""
-    text = prompt + (f"\nNegative prompt: {negative}" if negative else "")
-    return (f"{text}\nSteps: {s['steps']}, Sampler: {s['sampler']}, CFG scale: {s['guidance']}, "
-            f"Seed: {seed}, Size: {s['width']}x{s['height']}")

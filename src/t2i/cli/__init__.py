@@ -1,0 +1,68 @@
+"""The `t2i` command: each subcommand turns flags into a config and calls one library function.
+
+One module per command group; each has `register(subparsers)`, which adds its parsers and sets
+`run(args, command)` as their default. Nothing here imports torch until a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+from t2i.cli import data, demo, sample, train
+
+EPILOG_TOP = """\
+the recipe (Stable Diffusion's, trained from scratch):
+  t2i data shapes --out data/shapes --n 4000             # 1. captioned images
+  t2i train autoencoder --data data/shapes --out runs/ae  # 2. the decoder, on images alone
+  t2i train generator --data data/shapes --autoencoder runs/ae --out runs/gen --pipeline-out runs/pipe
+  t2i generate "a red circle" --model runs/pipe --n 4 --preview progress.gif
+or all of it at once, in about five minutes on a laptop CPU:
+  t2i demo
+"""
+
+# The command groups, in the order `t2i --help` lists them.
+COMMANDS = (data, train, sample, demo)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="t2i", description="Train a text-to-image system from scratch in three parts — text encoder, "
+        "generator, decoder — and sample from it.", epilog=EPILOG_TOP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _quiet_libraries()
+    command = "t2i " + shlex.join(argv)
+    try:
+        args.run(args, command)
+    except KeyboardInterrupt:
+        print("t2i: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
+        if args.debug:
+            raise
+        print(f"t2i: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """transformers/diffusers chatter (weight-loading bars, advisory warnings) hides our own progress."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
