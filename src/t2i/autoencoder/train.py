@@ -16,8 +16,9 @@ from t2i.autoencoder.model import (
     psnr,
 )
 from t2i.components import write_component_info
-from t2i.data import dataset_fingerprint, load_tensors, scan_folder
-from t2i.training.trainer import TrainConfig, random_batches, train
+from t2i.data.sources import ImageRows, open_source
+from t2i.training.batches import sample_randn
+from t2i.training.trainer import TrainConfig, random_batches, resume_point, train
 
 log = logging.getLogger("t2i.autoencoder")
 
@@ -41,7 +42,7 @@ def autoencoder_loss(kl_weight: float, pixel_loss: str = "mse"):
     def loss_fn(vae, batch, generator):
         x = batch["pixel_values"]
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        z = posterior.mean + posterior.std * sample_randn(posterior.mean.shape, generator, device=x.device)
         recon = vae.decode(z).sample
         kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent element
         err = recon - x
@@ -51,26 +52,43 @@ def autoencoder_loss(kl_weight: float, pixel_loss: str = "mse"):
 
 
 def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: AutoencoderTrainConfig,
-                      *, command: str | None = None) -> dict:
-    """Train, measure the latent scaling factor and held-out PSNR, and save the component folder."""
+                      *, command: str | None = None, resume: bool | str | Path = False,
+                      reset_data_position: bool = False) -> dict:
+    """Train, measure the latent scaling factor and held-out PSNR, and save the component folder.
+
+    `data_dir`: any source `open_source` reads (imagefolder, WebDataset shards, a `datasets` folder);
+    images are decoded batch by batch, never all at once. `resume`/`reset_data_position`: see
+    `t2i.training.trainer.train`. A run stopped by SIGTERM/SIGINT returns {"stopped": ...} and the
+    checkpoint to resume from, and writes no component; ranks > 0 of a multi-process run write nothing.
+    """
+    out_dir = Path(out_dir)
+    resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         vae = build_autoencoder(cfg.model)  # first: a bad config fails before any data is read
-    records, report = scan_folder(data_dir)
-    images = load_tensors(records, cfg.model.image_size)
-    held = min(cfg.held_out, len(images) // 10)
-    train_images, test_images = images[held:], images[:held]
-    batches = random_batches({"pixel_values": train_images}, cfg.train.batch_size, seed=cfg.train.seed)
-    out_dir = Path(out_dir)
+    source = open_source(data_dir)
+    held = min(cfg.held_out, len(source) // 10)
+    train_images = ImageRows(source, cfg.model.image_size, range(held, len(source)))
+    test_images = ImageRows(source, cfg.model.image_size, range(held))[torch.arange(held)]  # (held, 3, S, S)
+    batches = random_batches({"pixel_values": train_images}, cfg.train.micro_batch_size, seed=cfg.train.seed,
+                             names=source.names[held:])
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = train(vae, autoencoder_loss(cfg.kl_weight, cfg.pixel_loss), batches, cfg.train, log_dir=out_dir, desc="autoencoder")
+    fingerprint = source.fingerprint()
+    result = train(vae, autoencoder_loss(cfg.kl_weight, cfg.pixel_loss), batches, cfg.train, log_dir=out_dir,
+                   desc="autoencoder", resume=resume, reset_data_position=reset_data_position,
+                   data_fingerprint=fingerprint)
+    if result.stopped:
+        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
+    if not result.is_main_process:
+        return {"component": "autoencoder", "is_main_process": False}
 
+    measured = train_images[torch.arange(min(2048, len(train_images)))]  # (≤ 2048, 3, S, S)
     generator = torch.Generator().manual_seed(cfg.train.seed)
     channel_stats = None
     if cfg.normalise_channels:
-        mu, sigma = normalise_latent_channels(vae, train_images[:2048], generator=generator)
+        mu, sigma = normalise_latent_channels(vae, measured, generator=generator)
         channel_stats = {"mean": mu.tolist(), "std": sigma.tolist()}
-    scaling_factor = measure_scaling_factor(vae, train_images[:2048], generator=generator)
+    scaling_factor = measure_scaling_factor(vae, measured, generator=generator)
     vae.register_to_config(scaling_factor=scaling_factor)
     with torch.no_grad():
         recon = torch.cat([vae.decode(vae.encode(test_images[i : i + 128]).latent_dist.mode()).sample
@@ -86,8 +104,8 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
         "latent_channels": cfg.model.latent_channels,
         "image_size": cfg.model.image_size,
         "data": str(data_dir),
-        "data_fingerprint": dataset_fingerprint(data_dir),
-        "data_report": report.summary(),
+        "data_fingerprint": fingerprint,
+        "data_report": source.report.summary(),
         "config": asdict(cfg),
         "command": command,
         "metrics": {
@@ -95,6 +113,8 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
             "held_out_images": held,
             "final_loss": result.final_loss,
             "train_seconds": result.seconds,
+            "skipped_steps": result.skipped_steps,
+            "rollbacks": result.rollbacks,
         },
         "losses": result.losses,
     }

@@ -12,6 +12,7 @@ import shlex
 import sys
 
 from t2i.cli import data, demo, sample, train
+from t2i.training.faults import TrainingDiverged
 
 EPILOG_TOP = """\
 the recipe (Stable Diffusion's, trained from scratch):
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("t2i: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, OSError, TrainingDiverged) as e:  # bad input or a diverged run: one clear line
         if args.debug:
             raise
         print(f"t2i: error: {e}", file=sys.stderr)

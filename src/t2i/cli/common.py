@@ -31,15 +31,36 @@ def fraction(text: str) -> float:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
 def add_train_flags(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float, ema: float) -> None:
     """The flags of the shared trainer (t2i.training.trainer.TrainConfig). Defaults are literal here so that
     `--help` imports no torch; tests/test_cli.py checks them against each component's TrainConfig."""
     p.add_argument("--steps", type=positive_int, default=steps, help="optimiser steps")
-    p.add_argument("--batch-size", type=positive_int, default=batch_size, help="samples per step")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                   help="samples per optimiser step, over all processes (each of N processes takes 1/N of it)")
+    p.add_argument("--grad-accum", type=positive_int, default=1,
+                   help="split each step's batch into this many forward/backward passes (same result, less memory)")
     p.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW, warmup then cosine)")
     p.add_argument("--ema", type=fraction, default=ema, help="EMA decay of the weights (0: off)")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="autocast (via accelerate)")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
+                   help="autocast via accelerate; fp16 adds loss scaling")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--checkpoint-every", type=non_negative_int, default=250,
+                   help="steps between checkpoints in OUT/checkpoints (also one at the end, and one on SIGTERM/"
+                   "Ctrl-C, after which the run exits cleanly); 0 turns checkpoints and resuming off")
+    p.add_argument("--keep-checkpoints", type=positive_int, default=2, help="newest checkpoints kept on disk")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue from OUT/checkpoints/latest (or start fresh if there is none yet), or from the "
+                   "CHECKPOINT directory given; the result is the same as an uninterrupted run")
+    p.add_argument("--reset-data-position", action="store_true",
+                   help="with --resume: keep the weights and optimiser but restart the data order from its "
+                   "beginning (needed after changing the dataset, the batch size or the number of processes)")
 
 
 def train_config(args, **extra):
@@ -48,4 +69,24 @@ def train_config(args, **extra):
 
     warmup = min(100, max(1, args.steps // 10))
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=warmup,
-                       ema_decay=args.ema, mixed_precision=args.mixed_precision, seed=args.seed, **extra)
+                       ema_decay=args.ema, mixed_precision=args.mixed_precision, seed=args.seed,
+                       grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every,
+                       keep_checkpoints=args.keep_checkpoints, **extra)
+
+
+def report_stop(info: dict, command: str) -> bool:
+    """Print how to continue a run stopped by a signal; True if it was stopped."""
+    if "stopped" not in info:
+        return False
+    again = command if "--resume" in command.split() else f"{command} --resume"
+    if is_main_process():
+        print(f"stopped by {info['stopped']} after step {info['step']}; checkpoint {info['checkpoint']}\n"
+              f"to continue: {again}")
+    return True
+
+
+def is_main_process() -> bool:
+    """False on ranks > 0 of `accelerate launch` / `torchrun`, which print nothing (rank 0 speaks for all)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from t2i.cli.common import Help, add_train_flags, fraction, positive_int, train_config
+from t2i.cli.common import (
+    Help,
+    add_train_flags,
+    fraction,
+    is_main_process,
+    non_negative_int,
+    positive_int,
+    report_stop,
+    train_config,
+)
+
+
+DATA_HELP = ("dataset: an imagefolder (metadata.jsonl or .txt sidecars), WebDataset .tar shards (a file or a "
+             "folder of them), or a Hugging Face datasets folder from save_to_disk")
 
 
 def register(sub) -> None:
@@ -20,7 +33,7 @@ def register_autoencoder(tsub) -> None:
     a = tsub.add_parser("autoencoder", formatter_class=Help, help="the decoder: a KL autoencoder, images only",
                         description="Trains diffusers' AutoencoderKL with MSE reconstruction + a light KL, measures "
                         "the latent scaling factor on the data and held-out PSNR, and saves a component folder.")
-    a.add_argument("--data", required=True, type=Path, help="dataset folder")
+    a.add_argument("--data", required=True, type=Path, help=DATA_HELP)
     a.add_argument("--out", required=True, type=Path, help="component folder to write")
     a.add_argument("--preset", choices=["tiny", "small", "base"], default="small", help="model size")
     a.add_argument("--size", type=positive_int, default=32, help="training resolution in pixels")
@@ -38,7 +51,10 @@ def run_autoencoder(args, command: str) -> None:
     cfg = AutoencoderTrainConfig(model=AUTOENCODER_PRESETS[args.preset](args.size), train=train_config(args),
                                  kl_weight=args.kl_weight, pixel_loss=args.pixel_loss,
                                  normalise_channels=args.normalise_channels)
-    info = train_autoencoder(args.data, args.out, cfg, command=command)
+    info = train_autoencoder(args.data, args.out, cfg, command=command, resume=args.resume,
+                             reset_data_position=args.reset_data_position)
+    if report_stop(info, command) or not is_main_process():
+        return
     print(f"autoencoder: held-out PSNR {info['metrics']['psnr_held_out']:.2f} dB, "
           f"latent scaling factor {info['latent_scaling_factor']:.4f}, wrote {args.out}")
 
@@ -47,7 +63,7 @@ def register_generator(tsub) -> None:
     g = tsub.add_parser("generator", formatter_class=Help, help="the latent diffusion U-Net, text-conditioned",
                         description="Caches the autoencoder's latents and the text encoder's embeddings once, then "
                         "trains a UNet2DConditionModel with caption dropout (for classifier-free guidance) and EMA.")
-    g.add_argument("--data", required=True, type=Path, help="dataset folder")
+    g.add_argument("--data", required=True, type=Path, help=DATA_HELP)
     g.add_argument("--autoencoder", required=True, type=Path, help="autoencoder component folder")
     g.add_argument("--out", required=True, type=Path, help="component folder to write")
     g.add_argument("--text-encoder", default="minilm",
@@ -59,6 +75,8 @@ def register_generator(tsub) -> None:
     g.add_argument("--caption-dropout", type=fraction, default=0.1, help="share of empty-prompt training samples")
     g.add_argument("--min-snr-gamma", type=float, default=5.0, help="Min-SNR-γ loss weighting (0: plain MSE)")
     add_train_flags(g, steps=1200, batch_size=64, lr=2e-3, ema=0.999)
+    g.add_argument("--sample-every", type=non_negative_int, default=0,
+                   help="steps between sample grids of four training captions in OUT/samples (0: none)")
     g.add_argument("--cache-dir", type=Path, default=None, help="where latents/embeddings are cached (default OUT/cache)")
     g.add_argument("--pipeline-out", type=Path, default=None, help="also compose a ready pipeline folder here")
     g.set_defaults(run=run_generator)
@@ -72,8 +90,11 @@ def run_generator(args, command: str) -> None:
     model.prediction_type, model.caption_dropout = args.prediction, args.caption_dropout
     model.min_snr_gamma = args.min_snr_gamma
     cfg = GeneratorTrainConfig(model=model, text=TextEncoderConfig(source=args.text_encoder, max_length=args.max_length),
-                               train=train_config(args))
-    info = train_generator(args.data, args.autoencoder, args.out, cfg, cache_dir=args.cache_dir, command=command)
+                               train=train_config(args, sample_every=args.sample_every))
+    info = train_generator(args.data, args.autoencoder, args.out, cfg, cache_dir=args.cache_dir, command=command,
+                           resume=args.resume, reset_data_position=args.reset_data_position)
+    if report_stop(info, command) or not is_main_process():
+        return
     print(f"generator: final loss {info['metrics']['final_loss']:.4f}, wrote {args.out}")
     if args.pipeline_out:
         from t2i.pipeline import compose

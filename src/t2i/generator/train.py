@@ -16,12 +16,14 @@ from torch import nn
 
 from t2i.autoencoder.model import downsampling_factor
 from t2i.components import read_component_info, weights_digest, write_component_info
-from t2i.data import dataset_fingerprint, load_tensors, scan_folder
-from t2i.generator.cache import cached, encode_captions, encode_latents
+from t2i.data.sources import ImageRows, open_source
+from t2i.generator.cache import latent_rows, sharded_cache, text_rows
 from t2i.generator.model import GeneratorConfig, build_unet
+from t2i.generator.sample_grid import sample_grid_hook
 from t2i.sampling import Denoiser, alphas_cumprod
 from t2i.text import MINILM, SCRATCH, TextEncoderConfig, build_text_encoder, minilm_path
-from t2i.training.trainer import TrainConfig, random_batches, train
+from t2i.training.batches import sample_rand, sample_randint, sample_randn
+from t2i.training.trainer import TrainConfig, random_batches, resume_point, train
 
 log = logging.getLogger("t2i.generator")
 
@@ -36,31 +38,33 @@ class GeneratorTrainConfig:
 
 
 def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: float, uncond: torch.Tensor,
-                   text_table: torch.Tensor | None = None):
-    """The diffusion loss. With `text_table` the text is cached; without, the model holds a trainable encoder."""
+                   text_table=None):
+    """The diffusion loss. With `text_table` (rows indexed by caption) the text is cached; without, the model
+    holds a trainable encoder. Noise, timesteps and dropout are drawn per sample (`sample_randn`...), so a
+    multi-process run draws for each sample what a single process would."""
     snr = denoiser.alphas_cumprod / (1 - denoiser.alphas_cumprod)
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         mean, std = batch["latent_mean"], batch["latent_std"]
-        b = mean.shape[0]
-        x0 = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor  # (B, c, h, w)
-        drop = torch.rand(b, generator=generator) < cfg.caption_dropout
+        b, device = mean.shape[0], mean.device
+        x0 = (mean + std * sample_randn(mean.shape, generator, device=device)) * scaling_factor  # (B, c, h, w)
+        drop = sample_rand((b,), generator, device=device) < cfg.caption_dropout
         if text_table is not None:
             unet = model
-            emb = text_table[batch["caption_index"]]  # (B, L, D)
-            emb = torch.where(drop[:, None, None], uncond.expand_as(emb), emb)
+            emb = text_table[batch["caption_index"].cpu()].to(device)  # (B, L, D)
+            emb = torch.where(drop[:, None, None], uncond.to(device).expand_as(emb), emb)
         else:
             unet = model["unet"]
             ids = torch.where(drop[:, None], batch["uncond_ids"], batch["input_ids"])
             mask = torch.where(drop[:, None], batch["uncond_mask"], batch["attention_mask"])
             emb = model["text_encoder"](ids, mask)
-        t = torch.randint(0, len(denoiser.alphas_cumprod), (b,), generator=generator)
-        eps = torch.randn(x0.shape, generator=generator)
+        t = sample_randint(len(denoiser.alphas_cumprod), (b,), generator, device=device)
+        eps = sample_randn(x0.shape, generator, device=device)
         x_t = denoiser.add_noise(x0, eps, t)
         out = unet(x_t, t, encoder_hidden_states=emb).sample
         err = (out.float() - denoiser.target(x0, eps, t)).pow(2).flatten(1).mean(1)  # (B,)
         if cfg.min_snr_gamma > 0:
-            s = snr[t].to(err.dtype)
+            s = snr.to(device)[t].to(err.dtype)
             weight = s.clamp(max=cfg.min_snr_gamma) / (s + 1 if cfg.prediction_type == "v_prediction" else s)
             err = err * weight
         return err.mean()
@@ -70,10 +74,21 @@ def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: flo
 
 def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: str | Path,
                     cfg: GeneratorTrainConfig, *, cache_dir: str | Path | None = None,
-                    command: str | None = None) -> dict:
-    """Cache latents and text embeddings, train the U-Net (and a from-scratch encoder), save the component."""
+                    command: str | None = None, resume: bool | str | Path = False,
+                    reset_data_position: bool = False) -> dict:
+    """Cache latents and text embeddings, train the U-Net (and a from-scratch encoder), save the component.
+
+    `data_dir`: any source `open_source` reads (imagefolder, WebDataset shards, a `datasets` folder).
+    `resume`/`reset_data_position`: see `t2i.training.trainer.train` (checkpoints need
+    cfg.train.checkpoint_every > 0). Under `accelerate launch`/`torchrun`, the caches are computed by all
+    processes in parallel and only rank 0 writes the component. A run stopped by SIGTERM/SIGINT returns
+    {"stopped": ...} with the checkpoint to resume from, and writes no component.
+    """
+    from accelerate import PartialState
     from diffusers import AutoencoderKL
 
+    out_dir = Path(out_dir)
+    resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
     ae_info = read_component_info(autoencoder_dir, "autoencoder")
     vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False)
     scaling_factor = float(vae.config.scaling_factor)
@@ -83,17 +98,17 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     if latent_size % cfg.model.downsampling_factor:  # fail before caching anything
         raise ValueError(f"{image_size} px images give {latent_size}×{latent_size} latents, not divisible by the "
                          f"U-Net's factor {cfg.model.downsampling_factor}")
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
 
-    records, report = scan_folder(data_dir)
-    captions = [r.caption for r in records]
-    fingerprint = dataset_fingerprint(data_dir)
+    processes = PartialState()  # joins the process group under accelerate launch / torchrun (else one process)
+    split = dict(rank=processes.process_index, world_size=processes.num_processes, barrier=processes.wait_for_everyone)
+    source = open_source(data_dir)
+    captions = source.captions
+    fingerprint = source.fingerprint()
     vae_digest = weights_digest(autoencoder_dir)
-    latents = cached(cache_dir, "latents", {"data": fingerprint, "vae": vae_digest, "size": image_size},
-                     lambda: encode_latents(vae, load_tensors(records, image_size)))
-    del vae
+    latents = sharded_cache(cache_dir, "latents", {"data": fingerprint, "vae": vae_digest, "size": image_size},
+                            len(source), latent_rows(vae, ImageRows(source, image_size)), **split)
 
     scratch = cfg.text.source == SCRATCH
     text_encoder = build_text_encoder(cfg.text)
@@ -108,9 +123,13 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         text_table, uncond = None, None
     else:
         text_encoder.requires_grad_(False)
-        text = cached(cache_dir, "text", {"data": fingerprint, "encoder": weights_digest(text_folder),
-                                          "max_length": text_encoder.max_length},
-                      lambda: encode_captions(text_encoder, captions))
+        distinct = sorted(set(captions))
+        position = {c: i for i, c in enumerate(distinct)}
+        text = sharded_cache(cache_dir, "text", {"data": fingerprint, "encoder": weights_digest(text_folder),
+                                                 "max_length": text_encoder.max_length},
+                             len(distinct), text_rows(text_encoder, distinct), **split,
+                             small=lambda: {"caption_index": torch.tensor([position[c] for c in captions]),
+                                            "uncond": text_encoder.encode([""])[0].float()})
         text_table, uncond = text["text_table"], text["uncond"]
         tensors["caption_index"] = text["caption_index"]
 
@@ -121,8 +140,16 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     model = nn.ModuleDict({"unet": unet, "text_encoder": text_encoder}) if scratch else unet
     denoiser = Denoiser(unet, alphas_cumprod(cfg.model.schedule), cfg.model.prediction_type)
     loss_fn = generator_loss(denoiser, cfg.model, scaling_factor, uncond, text_table)
-    batches = random_batches(tensors, cfg.train.batch_size, seed=cfg.train.seed)
-    result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="generator")
+    batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
+    prompts = sorted(set(captions))[:4]
+    on_sample = sample_grid_hook(out_dir / "samples", vae, cfg.model, scaling_factor, prompts,
+                                 None if scratch else text_encoder)
+    result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="generator", resume=resume,
+                   reset_data_position=reset_data_position, data_fingerprint=fingerprint, on_sample=on_sample)
+    if result.stopped:
+        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
+    if not result.is_main_process:
+        return {"component": "generator", "is_main_process": False}
 
     final = result.ema if result.ema is not None else model
     final_unet = final["unet"] if scratch else final
@@ -152,10 +179,11 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         },
         "data": str(data_dir),
         "data_fingerprint": fingerprint,
-        "data_report": report.summary(),
+        "data_report": source.report.summary(),
         "config": asdict(cfg),
         "command": command,
-        "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds},
+        "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds,
+                    "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
         "losses": result.losses,
     }
     write_component_info(out_dir, info)
