@@ -58,6 +58,9 @@ def add_train_flags(p: argparse.ArgumentParser, *, steps: int, batch_size: int, 
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from OUT/checkpoints/latest (or start fresh if there is none yet), or from the "
                    "CHECKPOINT directory given; the result is the same as an uninterrupted run")
+    p.add_argument("--stop-at", type=non_negative_int, default=0, metavar="STEP",
+                   help="stop after this step with a checkpoint, as SIGTERM would (for jobs with a time limit); "
+                   "continue later with --resume. 0: run to --steps")
     p.add_argument("--reset-data-position", action="store_true",
                    help="with --resume: keep the weights and optimiser but restart the data order from its "
                    "beginning (needed after changing the dataset, the batch size or the number of processes)")
@@ -71,7 +74,7 @@ def train_config(args, **extra):
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=warmup,
                        ema_decay=args.ema, mixed_precision=args.mixed_precision, seed=args.seed,
                        grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every,
-                       keep_checkpoints=args.keep_checkpoints, **extra)
+                       keep_checkpoints=args.keep_checkpoints, stop_at=args.stop_at, **extra)
 
 
 def report_stop(info: dict, command: str) -> bool:

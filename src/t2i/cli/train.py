@@ -78,6 +78,8 @@ def register_generator(tsub) -> None:
     g.add_argument("--sample-every", type=non_negative_int, default=0,
                    help="steps between sample grids of four training captions in OUT/samples (0: none)")
     g.add_argument("--cache-dir", type=Path, default=None, help="where latents/embeddings are cached (default OUT/cache)")
+    g.add_argument("--cache-shard-rows", type=positive_int, default=4096,
+                   help="samples per cache shard file; shards are what several processes split between them")
     g.add_argument("--pipeline-out", type=Path, default=None, help="also compose a ready pipeline folder here")
     g.set_defaults(run=run_generator)
 
@@ -90,7 +92,8 @@ def run_generator(args, command: str) -> None:
     model.prediction_type, model.caption_dropout = args.prediction, args.caption_dropout
     model.min_snr_gamma = args.min_snr_gamma
     cfg = GeneratorTrainConfig(model=model, text=TextEncoderConfig(source=args.text_encoder, max_length=args.max_length),
-                               train=train_config(args, sample_every=args.sample_every))
+                               train=train_config(args, sample_every=args.sample_every),
+                               cache_shard_rows=args.cache_shard_rows)
     info = train_generator(args.data, args.autoencoder, args.out, cfg, cache_dir=args.cache_dir, command=command,
                            resume=args.resume, reset_data_position=args.reset_data_position)
     if report_stop(info, command) or not is_main_process():

@@ -126,23 +126,24 @@ def map_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def sharded_cache(cache_dir: str | Path, name: str, key_parts: dict, n_rows: int, compute_rows,
-                  *, small=None, rank: int = 0, world_size: int = 1, barrier=lambda: None) -> dict:
-    """Compute (once) and memory-map a cache of `n_rows` rows, in shards of SHARD_ROWS.
+                  *, small=None, rank: int = 0, world_size: int = 1, barrier=lambda: None,
+                  shard_rows: int = SHARD_ROWS) -> dict:
+    """Compute (once) and memory-map a cache of `n_rows` rows, in shards of `shard_rows`.
 
     `compute_rows(start, end)` returns {name: (end - start, ...) tensor}. Shard k is computed by process
     k mod world_size, and a shard already on disk (from an interrupted run) is not computed again.
     `small()` returns tensors kept whole (rank 0 computes them). Returns {name: ShardedRows or tensor}.
     Each process writes only its own shards (atomically); rank 0 writes the index when all are done.
     """
-    folder = Path(cache_dir) / f"{name}-{_key(**key_parts)}"
-    starts = list(range(0, n_rows, SHARD_ROWS))
+    folder = Path(cache_dir) / f"{name}-{_key(**key_parts, shard_rows=shard_rows)}"
+    starts = list(range(0, n_rows, shard_rows))
     if not (folder / INDEX).exists():
         folder.mkdir(parents=True, exist_ok=True)
         mine = [k for k in range(len(starts)) if k % world_size == rank]
         for k in tqdm(mine, desc=f"cache {name}", unit="shard", disable=None if rank == 0 else True):
             path = folder / f"{k:05d}.safetensors"
             if not path.exists():
-                _save_atomic(compute_rows(starts[k], min(starts[k] + SHARD_ROWS, n_rows)), path)
+                _save_atomic(compute_rows(starts[k], min(starts[k] + shard_rows, n_rows)), path)
         if rank == 0 and small is not None:
             _save_atomic(small(), folder / "small.safetensors")
         barrier()

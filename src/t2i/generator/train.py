@@ -17,13 +17,13 @@ from torch import nn
 from t2i.autoencoder.model import downsampling_factor
 from t2i.components import read_component_info, weights_digest, write_component_info
 from t2i.data.sources import ImageRows, open_source
-from t2i.generator.cache import latent_rows, sharded_cache, text_rows
+from t2i.generator.cache import SHARD_ROWS, latent_rows, sharded_cache, text_rows
 from t2i.generator.model import GeneratorConfig, build_unet
 from t2i.generator.sample_grid import sample_grid_hook
 from t2i.sampling import Denoiser, alphas_cumprod
 from t2i.text import MINILM, SCRATCH, TextEncoderConfig, build_text_encoder, minilm_path
 from t2i.training.batches import sample_rand, sample_randint, sample_randn
-from t2i.training.trainer import TrainConfig, random_batches, resume_point, train
+from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
 
 log = logging.getLogger("t2i.generator")
 
@@ -35,6 +35,8 @@ class GeneratorTrainConfig:
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=1200, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.999)
     )
+    cache_shard_rows: int = SHARD_ROWS  # samples (or distinct captions) per cache shard file: the unit of work
+    # split across processes and of what a resumed cache computation reuses
 
 
 def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: float, uncond: torch.Tensor,
@@ -84,13 +86,12 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     processes in parallel and only rank 0 writes the component. A run stopped by SIGTERM/SIGINT returns
     {"stopped": ...} with the checkpoint to resume from, and writes no component.
     """
-    from accelerate import PartialState
     from diffusers import AutoencoderKL
 
     out_dir = Path(out_dir)
     resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
     ae_info = read_component_info(autoencoder_dir, "autoencoder")
-    vae = AutoencoderKL.from_pretrained(autoencoder_dir).eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(autoencoder_dir, use_safetensors=True).eval().requires_grad_(False)
     scaling_factor = float(vae.config.scaling_factor)
     image_size = int(ae_info["image_size"])
     f = downsampling_factor(vae)
@@ -101,8 +102,9 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
 
-    processes = PartialState()  # joins the process group under accelerate launch / torchrun (else one process)
-    split = dict(rank=processes.process_index, world_size=processes.num_processes, barrier=processes.wait_for_everyone)
+    processes = process_state()  # joins the process group under accelerate launch / torchrun (else one process)
+    split = dict(rank=processes.process_index, world_size=processes.num_processes, barrier=processes.wait_for_everyone,
+                 shard_rows=cfg.cache_shard_rows)
     source = open_source(data_dir)
     captions = source.captions
     fingerprint = source.fingerprint()

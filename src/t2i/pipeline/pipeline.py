@@ -68,8 +68,8 @@ class T2IPipeline(Pipeline):
         info = json.loads((folder / PIPELINE_INFO).read_text()) if (folder / PIPELINE_INFO).exists() else {}
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         text_encoder = load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-        vae = AutoencoderKL.from_pretrained(folder / "vae")
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
+        vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
         return cls(text_encoder, unet, vae, scheduler_config, info)
 
     @property

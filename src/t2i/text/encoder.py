@@ -109,10 +109,10 @@ def _load_model(folder: str | Path) -> nn.Module:
     config = AutoConfig.from_pretrained(folder)
     # AutoModel gives T5's full encoder-decoder and CLIP's two towers; we want the text encoder alone.
     if config.model_type in ("t5", "mt5", "umt5"):
-        return T5EncoderModel.from_pretrained(folder)
+        return T5EncoderModel.from_pretrained(folder, use_safetensors=True)
     if config.model_type == "clip":
-        return CLIPTextModel.from_pretrained(folder)
-    return AutoModel.from_pretrained(folder)
+        return CLIPTextModel.from_pretrained(folder, use_safetensors=True)
+    return AutoModel.from_pretrained(folder, use_safetensors=True)  # never a pickle (pytorch_model.bin)
 
 
 def load_text_encoder(

@@ -22,6 +22,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -68,6 +69,8 @@ class TrainConfig:
     max_nonfinite_in_row: int = 5  # non-finite losses in a row (each step skipped) before rolling back
     max_rollbacks: int = 3  # rollbacks to the last checkpoint before the run stops with TrainingDiverged
     sample_every: int = 0  # steps between calls of the caller's `on_sample` (sample grids); 0: never
+    stop_at: int = 0  # stop after this step as a stop signal would (checkpoint, return); 0: run to `steps`.
+    # For jobs with a time limit: the run continues later with resume, exactly as if never stopped
 
     @property
     def micro_batch_size(self) -> int:
@@ -120,6 +123,23 @@ def resume_point(checkpoint_dir: str | Path | None, resume: bool | str | Path) -
     return None
 
 
+def launched_on_cpus() -> bool:
+    """True under `torchrun`/`accelerate launch` on a machine without accelerators. accelerate then needs
+    `cpu=True` to join the process group (gloo); without it every process would train alone."""
+    import os
+
+    device_module = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, ...
+    has_accelerator = device_module.is_available() if device_module else torch.cuda.is_available()
+    return "LOCAL_RANK" in os.environ and not has_accelerator
+
+
+def process_state():
+    """accelerate's PartialState (rank, number of processes, barriers), joined the way `train` joins it."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=launched_on_cpus())
+
+
 def train(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, dict, torch.Generator], torch.Tensor],
@@ -148,7 +168,11 @@ def train(
     from accelerate import Accelerator
 
     _check_config(cfg, batches)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Unused parameters (e.g. a text encoder's pooler) must not stall DDP's gradient averaging.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=launched_on_cpus(), kwargs_handlers=[ddp])
     rank, world = accelerator.process_index, accelerator.num_processes
     if world > 1:
         if not isinstance(batches, RandomBatches):
@@ -157,6 +181,8 @@ def train(
     ckpt_root = (Path(checkpoint_dir) if checkpoint_dir else Path(log_dir) / "checkpoints" if log_dir else None)
     if cfg.checkpoint_every > 0 and ckpt_root is None:
         raise ValueError("checkpoints need a checkpoint_dir or a log_dir")
+    if cfg.stop_at and cfg.checkpoint_every == 0:
+        raise ValueError("stop_at needs checkpoints (checkpoint_every > 0) to resume from")
     start_from = resume_point(ckpt_root if cfg.checkpoint_every > 0 else None, resume)
     if start_from is not None and cfg.checkpoint_every == 0:
         raise ValueError("resuming needs checkpoints: set checkpoint_every above 0")
@@ -166,8 +192,8 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Not handed to accelerate, whose wrapper steps a schedule once per process: ours follows the step count.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    net = accelerator.unwrap_model(model)
+    net = model  # what is trained, saved and averaged; `model` becomes the (possibly DDP-wrapped) loss
+    model, optimizer = accelerator.prepare(_LossModule(net, loss_fn), optimizer)
     ema = _Ema(net, cfg) if cfg.ema_decay > 0 else None
     run = _RunState(accelerator, net, optimizer, scheduler, ema, generator, batches, cfg, data_fingerprint)
     if start_from is not None:
@@ -188,7 +214,7 @@ def train(
                disable=None if main else True)
     with StopSignals() if ckpt_root and cfg.checkpoint_every > 0 else nullcontext() as signals:
         while run.step < cfg.steps:
-            losses, bad = _optimizer_step(accelerator, model, params, optimizer, loss_fn, batches, generator, cfg)
+            losses, bad = _optimizer_step(accelerator, model, params, optimizer, batches, generator, cfg)
             if bad is not None:
                 run.nonfinite_in_row += 1
                 result.skipped_steps += 1
@@ -203,13 +229,17 @@ def train(
                 run.window.extend(losses)
                 if ema is not None:
                     ema.step(net)
-            scheduler.step()
+            with warnings.catch_warnings():  # after a skipped first step torch warns that no optimiser step came first
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
+                scheduler.step()  # the schedule follows the step count, skipped steps included
             run.step += 1
             bar.update(1)
             if run.step % cfg.log_every == 0 or run.step == cfg.steps:
                 _log_window(run, scheduler, bar, writer, board, on_log, time.perf_counter() - start)
             if on_sample and cfg.sample_every and run.step % cfg.sample_every == 0 and main:
                 on_sample(run.step, ema.model if ema is not None else net)
+            if cfg.stop_at and run.step == cfg.stop_at and run.step < cfg.steps and signals is not None:
+                signals.received = signals.received or f"stop_at={cfg.stop_at}"
             stop = _any_rank(accelerator, signals is not None and signals.received is not None)
             due = cfg.checkpoint_every > 0 and (run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps)
             if stop or due:
@@ -247,7 +277,7 @@ def _check_config(cfg: TrainConfig, batches) -> None:
                          f"accumulation steps needs {cfg.micro_batch_size} (use cfg.micro_batch_size)")
 
 
-def _optimizer_step(accelerator, model, params, optimizer, loss_fn, batches, generator, cfg: TrainConfig):
+def _optimizer_step(accelerator, model, params, optimizer, batches, generator, cfg: TrainConfig):
     """One optimiser step over cfg.grad_accum micro-batches: (per-micro-batch losses averaged over processes,
     None), or (losses, names of the bad batch's samples) when a loss was non-finite on any process, in which
     case no weight, moment or EMA changes. Every process takes the same decision."""
@@ -256,7 +286,7 @@ def _optimizer_step(accelerator, model, params, optimizer, loss_fn, batches, gen
         batch = _to_device(next(batches), accelerator.device)
         last = micro == cfg.grad_accum - 1  # gradients are averaged across processes only on the last
         with (nullcontext() if last else accelerator.no_sync(model)), accelerator.autocast():
-            loss = loss_fn(model, batch, generator)
+            loss = model(batch, generator)
             value, finite = _global_mean(accelerator, loss)
             if not finite and bad is None:
                 indices = getattr(batches, "last_indices", None)
@@ -272,6 +302,18 @@ def _optimizer_step(accelerator, model, params, optimizer, loss_fn, batches, gen
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return losses, bad
+
+
+class _LossModule(nn.Module):
+    """The model and its loss as one module, so that DDP sees every forward pass (loss functions call
+    methods such as `vae.encode`, or index a ModuleDict, which a DDP wrapper does not pass through)."""
+
+    def __init__(self, model: nn.Module, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        return self.loss_fn(self.model, batch, generator)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

@@ -1,0 +1,234 @@
+"""The trainer's promises: checkpoints survive SIGKILL and full disks, resume is exact, faults are handled,
+and nothing pickled runs code. Tiny real models on CPU; the trainer and checkpoint code are never mocked."""
+
+import json
+import multiprocessing
+import os
+import pickle
+import random
+import resource
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from t2i.training.batches import RandomBatches, random_batches, sample_randn
+from t2i.training.checkpoint import CheckpointError, latest_checkpoint, load_torch_state, save_checkpoint
+from t2i.training.faults import TrainingDiverged
+from t2i.training.trainer import TrainConfig, train
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 4))
+
+
+def denoising_loss(model, batch, generator):
+    x = batch["x"]
+    return (model(x + 0.1 * sample_randn(x.shape, generator)) - x).pow(2).mean()
+
+
+DATA = {"x": torch.randn(40, 4, generator=torch.Generator().manual_seed(1))}
+
+
+def state_equal(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+# -- batches ---------------------------------------------------------------------------------------------
+
+def test_random_batches_resume_mid_epoch_and_split_across_ranks():
+    full = random_batches({"i": torch.arange(20)}, 6, seed=3)
+    expected = [next(full)["i"] for _ in range(9)]  # 3 batches per epoch (the ragged tail is dropped): 3 epochs
+    assert all(len(set(torch.cat(expected[e * 3 : e * 3 + 3]).tolist())) == 18 for e in range(3))  # no repeats
+    first = random_batches({"i": torch.arange(20)}, 6, seed=3)
+    for _ in range(4):
+        next(first)
+    resumed = random_batches({"i": torch.arange(20)}, 6, seed=3)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert all(torch.equal(next(resumed)["i"], e) for e in expected[4:])
+    ranks = [random_batches({"i": torch.arange(20)}, 6, seed=3).shard(r, 2) for r in range(2)]
+    for e in expected[:5]:  # each rank takes its half of every global batch
+        assert torch.equal(torch.cat([next(r)["i"] for r in ranks]), e)
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------
+
+def _write_forever(root: str, first_step: int) -> None:
+    """Child process: checkpoints with weights all equal to the step number, as fast as the disk allows."""
+    torch.set_num_threads(1)
+    model = nn.Linear(256, 256)
+    for step in range(first_step, first_step + 10_000):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(step)
+        files = {"model.safetensors": lambda p: save_model(model, str(p)),
+                 "state.json": lambda p, s=step: p.write_text(json.dumps({"step": s}))}
+        save_checkpoint(root, step, files, keep=2)
+
+
+def test_sigkill_at_random_moments_during_checkpoint_writes_always_leaves_a_loadable_latest(tmp_path):
+    fork = multiprocessing.get_context("fork")  # torch is already imported: a fork starts in milliseconds
+    rng = random.Random(0)
+    step, partial_seen = 1, 0
+    for _ in range(20):
+        child = fork.Process(target=_write_forever, args=(str(tmp_path), step))
+        child.start()
+        while latest_checkpoint(tmp_path) is None or (step > 1 and not child.is_alive()):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.1))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        assert child.exitcode == -signal.SIGKILL
+        partial_seen += any(p.name.startswith(".partial-") for p in tmp_path.iterdir())
+        latest = latest_checkpoint(tmp_path)
+        saved = json.loads((latest / "state.json").read_text())["step"]
+        model = nn.Linear(256, 256)
+        load_model(model, str(latest / "model.safetensors"))
+        assert torch.all(model.weight == saved) and torch.all(model.bias == saved)  # complete and consistent
+        assert saved >= step - 1
+        step = saved + 1
+    assert partial_seen >= 5  # the kills did land in the middle of writes
+    # Checkpoints renamed into place just before a kill, and never pointed to, go at the next complete save.
+    save_checkpoint(tmp_path, step, {"state.json": lambda p: p.write_text(json.dumps({"step": step}))}, keep=2)
+    assert len(list(tmp_path.glob("step-*"))) == 2 and not list(tmp_path.glob(".*"))
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint_and_says_what_happened(tmp_path):
+    small = nn.Linear(2, 2)
+    save_checkpoint(tmp_path, 1, {"model.safetensors": lambda p: save_model(small, str(p))})
+    big = nn.Linear(512, 512)  # 1 MB of weights: over the file size limit below, as on a full disk
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+    try:
+        with pytest.raises(CheckpointError, match=r"could not write checkpoint for step 2 .*File too large.*"
+                                                  r"step-000000001 is intact"):
+            save_checkpoint(tmp_path, 2, {"model.safetensors": lambda p: save_model(big, str(p))})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert latest_checkpoint(tmp_path).name == "step-000000001"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-000000001"]  # nothing half-written
+    load_model(nn.Linear(2, 2), str(tmp_path / "step-000000001" / "model.safetensors"))
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would create the marker file: code execution
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_that_runs_code_is_refused_and_its_payload_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"optimizer": _Payload(marker)}, tmp_path / "optimizer.pt")
+    (tmp_path / "legacy.pt").write_bytes(pickle.dumps({"scheduler": _Payload(marker)}, protocol=2))
+    for name in ("optimizer.pt", "legacy.pt"):
+        with pytest.raises(CheckpointError, match="is not a plain training state"):
+            load_torch_state(tmp_path / name)
+    assert not marker.exists()
+
+    # The same file inside a real checkpoint: resuming refuses it, and the payload still never runs.
+    cfg = TrainConfig(steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2)
+    train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path / "run")
+    latest = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    torch.save({"optimizer": _Payload(marker)}, latest / "optimizer.pt")
+    with pytest.raises(CheckpointError, match="optimizer.pt is not a plain training state"):
+        train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path / "run", resume=True)
+    assert not marker.exists()
+    (latest / "model.safetensors").write_bytes(b"\x00" * 64)  # a weights file that is not what it claims
+    with pytest.raises(CheckpointError, match="cannot load weights from .*model.safetensors"):
+        train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path / "run", resume=True)
+
+
+# -- resume and faults in the trainer ----------------------------------------------------------------------
+
+def test_stop_and_resume_equals_an_uninterrupted_run_with_accumulation_and_ema(tmp_path):
+    cfg = TrainConfig(steps=10, batch_size=8, grad_accum=2, lr=1e-2, warmup_steps=2, ema_decay=0.9, log_every=2,
+                      checkpoint_every=3)
+    whole = tiny_model()
+    r_whole = train(whole, denoising_loss, random_batches(DATA, 4, seed=1), cfg, log_dir=tmp_path / "whole")
+    part = tiny_model()
+    stopped = train(part, denoising_loss, random_batches(DATA, 4, seed=1), TrainConfig(**{**cfg.__dict__, "stop_at": 5}),
+                    log_dir=tmp_path / "part")
+    assert stopped.stopped == "stop_at=5" and stopped.checkpoint.name == "step-000000005"
+    part = tiny_model()  # a fresh process would start from fresh weights: the checkpoint must hold everything
+    r_part = train(part, denoising_loss, random_batches(DATA, 4, seed=1), cfg, log_dir=tmp_path / "part", resume=True)
+    assert r_part.start_step == 5
+    assert state_equal(whole, part) and state_equal(r_whole.ema, r_part.ema)  # bitwise
+    assert r_part.losses == r_whole.losses and r_part.final_loss == r_whole.final_loss
+
+    def rows(name):  # the log of the resumed run, without wall-clock seconds
+        return [line.rsplit(",", 1)[0] for line in (tmp_path / name / "log.csv").read_text().splitlines()]
+
+    assert rows("part") == rows("whole")
+
+
+def test_a_nan_batch_is_skipped_without_update_and_logged_with_its_sample_names(tmp_path):
+    data = {"x": DATA["x"].clone()}
+    data["x"][13] = float("nan")
+    names = [f"sample-{i}" for i in range(40)]
+    batches = random_batches(data, 8, seed=0, names=names)
+    snapshots = []
+    model = tiny_model()
+    cfg = TrainConfig(steps=10, batch_size=8, warmup_steps=1, log_every=1)
+    result = train(model, denoising_loss, batches, cfg, log_dir=tmp_path,
+                   on_log=lambda step, loss: snapshots.append((loss, [p.clone() for p in model.parameters()])))
+    faults = [json.loads(line) for line in (tmp_path / "faults.jsonl").read_text().splitlines()]
+    assert result.skipped_steps == len(faults) == 2  # 10 batches of 8 from 40 rows: row 13 is in two of them
+    for fault in faults:
+        assert "sample-13" in fault["samples"] and len(fault["samples"]) == 8
+        i = fault["step"] - 1
+        assert snapshots[i][0] != snapshots[i][0]  # the skipped step logged no finite loss
+        assert all(torch.equal(a, b) for a, b in zip(snapshots[i][1], snapshots[i - 1][1]))  # and changed nothing
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_nan_losses_in_a_row_roll_back_then_stop_with_a_clear_error(tmp_path):
+    calls = {"n": 0}
+
+    def diverging_loss(model, batch, generator):
+        calls["n"] += 1
+        loss = denoising_loss(model, batch, generator)
+        return loss * float("nan") if calls["n"] > 4 else loss  # from step 5 on, every loss is NaN
+
+    cfg = TrainConfig(steps=20, batch_size=8, warmup_steps=1, checkpoint_every=2, max_nonfinite_in_row=2,
+                      max_rollbacks=2)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: 2 non-finite losses in a row, after 2 rollbacks"):
+        train(tiny_model(), diverging_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path)
+    events = [json.loads(line)["event"] for line in (tmp_path / "faults.jsonl").read_text().splitlines()]
+    assert events.count("rolled back") == 2
+    assert events.count("non-finite loss: step skipped, no update") == 6
+    with pytest.raises(TrainingDiverged, match="no checkpoint to roll back to"):
+        train(tiny_model(), diverging_loss, random_batches(DATA, 8, seed=0),
+              TrainConfig(steps=20, batch_size=8, warmup_steps=1, max_nonfinite_in_row=2))
+
+
+def test_resume_refuses_changed_data_and_batch_size_unless_the_data_position_is_reset(tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2)
+    run = tmp_path / "run"
+    train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), TrainConfig(**{**cfg.__dict__, "stop_at": 2}),
+          log_dir=run, data_fingerprint="aaaa")
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=run, data_fingerprint="aaaa")
+    with pytest.raises(ValueError, match=r"data_fingerprint aaaa → bbbb.*--reset-data-position"):
+        train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=run, resume=True,
+              data_fingerprint="bbbb")
+    with pytest.raises(ValueError, match=r"batch_size 8 → 4"):
+        train(tiny_model(), denoising_loss, random_batches(DATA, 4, seed=0), TrainConfig(**{**cfg.__dict__, "batch_size": 4}),
+              log_dir=run, resume=True, data_fingerprint="aaaa")
+    result = train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=run, resume=True,
+                   data_fingerprint="bbbb", reset_data_position=True)
+    assert result.start_step == 2 and result.last_step == 4
+    assert json.loads((result.checkpoint / "state.json").read_text())["data_fingerprint"] == "bbbb"
+
+
+def test_batches_must_be_resumable_to_be_split():
+    with pytest.raises(ValueError, match="not divisible by 3 processes"):
+        RandomBatches(DATA, 8, seed=0).shard(0, 3)
