@@ -64,11 +64,15 @@ def test_generator_stopped_and_resumed_equals_uninterrupted_bitwise(demo_run, tm
     out = demo_run[0]
     cache = tmp_path / "cache"  # shared by both runs: computed once
     common = dict(cache_dir=cache)
-    whole = train_generator(out / "data", out / "autoencoder", tmp_path / "whole", gen_config(), **common)
+    whole = train_generator(out / "data", out / "autoencoder", tmp_path / "whole", gen_config(sample_every=3), **common)
+    grids = sorted(p.name for p in (tmp_path / "whole" / "samples").iterdir())
+    assert grids == ["step-000000003.png", "step-000000006.png"]
+    assert Image.open(tmp_path / "whole" / "samples" / grids[0]).size == (4 * 32 + 5 * 2, 32 + 2 * 2)  # 4 prompts
     stopped = train_generator(out / "data", out / "autoencoder", tmp_path / "part", gen_config(stop_at=4), **common)
     assert stopped["step"] == 4
     resumed = train_generator(out / "data", out / "autoencoder", tmp_path / "part", gen_config(), resume=True, **common)
-    assert same_weights(tmp_path / "whole", tmp_path / "part")  # the EMA weights, which are what is saved
+    # The EMA weights, which are what is saved; drawing sample grids in one run and not the other changes nothing.
+    assert same_weights(tmp_path / "whole", tmp_path / "part")
     assert resumed["losses"] == whole["losses"]
 
 
