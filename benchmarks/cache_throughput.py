@@ -70,7 +70,8 @@ def main() -> None:
     position = {c: i for i, c in enumerate(distinct)}
 
     start = time.perf_counter()
-    latents = sharded_cache(work / "cache", "latents", {"vae": weights_digest(ae)}, len(source), latent_rows(vae, images))
+    latents = sharded_cache(work / "cache", "latents", {"vae": weights_digest(ae)}, len(source),
+                            latent_rows(vae, images))
     text = sharded_cache(work / "cache", "text", {"n": len(distinct)}, len(distinct), text_rows(text_encoder, distinct),
                          small=lambda: {"caption_index": torch.tensor([position[c] for c in source.captions]),
                                         "uncond": text_encoder.encode([""])[0].float()})
@@ -78,7 +79,8 @@ def main() -> None:
 
     cfg = GENERATOR_PRESETS[args.preset]()
     sf = float(vae.config.scaling_factor)
-    unet = build_unet(cfg, sample_size=latents["latent_mean"].shape[-1], latent_channels=latents["latent_mean"].shape[1],
+    latent_shape = latents["latent_mean"].shape  # (N, c, h, w)
+    unet = build_unet(cfg, sample_size=latent_shape[-1], latent_channels=latent_shape[1],
                       cross_attention_dim=text_encoder.hidden_size)
     denoiser = Denoiser(unet, alphas_cumprod(cfg.schedule), cfg.prediction_type)
     uncond = text["uncond"]

@@ -155,8 +155,8 @@ def test_stop_and_resume_equals_an_uninterrupted_run_with_accumulation_and_ema(t
     whole = tiny_model()
     r_whole = train(whole, denoising_loss, random_batches(DATA, 4, seed=1), cfg, log_dir=tmp_path / "whole")
     part = tiny_model()
-    stopped = train(part, denoising_loss, random_batches(DATA, 4, seed=1), TrainConfig(**{**cfg.__dict__, "stop_at": 5}),
-                    log_dir=tmp_path / "part")
+    stop_at_5 = TrainConfig(**{**cfg.__dict__, "stop_at": 5})
+    stopped = train(part, denoising_loss, random_batches(DATA, 4, seed=1), stop_at_5, log_dir=tmp_path / "part")
     assert stopped.stopped == "stop_at=5" and stopped.checkpoint.name == "step-000000005"
     part = tiny_model()  # a fresh process would start from fresh weights: the checkpoint must hold everything
     r_part = train(part, denoising_loss, random_batches(DATA, 4, seed=1), cfg, log_dir=tmp_path / "part", resume=True)
@@ -200,7 +200,7 @@ def test_nan_losses_in_a_row_roll_back_then_stop_with_a_clear_error(tmp_path):
 
     cfg = TrainConfig(steps=20, batch_size=8, warmup_steps=1, checkpoint_every=2, max_nonfinite_in_row=2,
                       max_rollbacks=2)
-    with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: 2 non-finite losses in a row, after 2 rollbacks"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: 2 non-finite losses in a row, after 2 rollback"):
         train(tiny_model(), diverging_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path)
     events = [json.loads(line)["event"] for line in (tmp_path / "faults.jsonl").read_text().splitlines()]
     assert events.count("rolled back") == 2
@@ -221,8 +221,8 @@ def test_resume_refuses_changed_data_and_batch_size_unless_the_data_position_is_
         train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=run, resume=True,
               data_fingerprint="bbbb")
     with pytest.raises(ValueError, match=r"batch_size 8 → 4"):
-        train(tiny_model(), denoising_loss, random_batches(DATA, 4, seed=0), TrainConfig(**{**cfg.__dict__, "batch_size": 4}),
-              log_dir=run, resume=True, data_fingerprint="aaaa")
+        train(tiny_model(), denoising_loss, random_batches(DATA, 4, seed=0),
+              TrainConfig(**{**cfg.__dict__, "batch_size": 4}), log_dir=run, resume=True, data_fingerprint="aaaa")
     result = train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=run, resume=True,
                    data_fingerprint="bbbb", reset_data_position=True)
     assert result.start_step == 2 and result.last_step == 4

@@ -119,7 +119,8 @@ def map_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         begin, end = spec.get("data_offsets", (0, -1)) if dtype else (0, -1)
         shape = spec.get("shape", []) if dtype else []
         count = int(np.prod(shape)) if shape else 1
-        if dtype is None or end - begin != count * dtype.itemsize or 8 + n + end > size or (8 + n + begin) % dtype.itemsize:
+        fits = dtype is not None and end - begin == count * dtype.itemsize and 8 + n + end <= size
+        if not fits or (8 + n + begin) % dtype.itemsize:
             raise ValueError(f"{path}: tensor {name!r} does not match the file")
         out[name] = raw[8 + n + begin : 8 + n + end].view(dtype).view(shape)
     return out

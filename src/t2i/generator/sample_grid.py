@@ -9,7 +9,15 @@ import torch
 from t2i.data import to_pil
 from t2i.generator.model import GeneratorConfig
 from t2i.pipeline.preview import grid
-from t2i.sampling import Denoiser, alphas_cumprod, guided, per_image_randn, sample_dpmpp_2m, spaced_timesteps, unet_network
+from t2i.sampling import (
+    Denoiser,
+    alphas_cumprod,
+    guided,
+    per_image_randn,
+    sample_dpmpp_2m,
+    spaced_timesteps,
+    unet_network,
+)
 
 GRID_STEPS = 20  # DPM-Solver++(2M) steps per grid
 GRID_GUIDANCE = 2.0  # classifier-free guidance scale of the grids

@@ -165,27 +165,17 @@ def train(
     model itself, in training mode: leave it as found). `batches` should be a RandomBatches (resumable,
     shardable); any iterator works for a single-process run without checkpoints.
     """
-    from accelerate import Accelerator
-
-    _check_config(cfg, batches)
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    # Unused parameters (e.g. a text encoder's pooler) must not stall DDP's gradient averaging.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=launched_on_cpus(), kwargs_handlers=[ddp])
-    rank, world = accelerator.process_index, accelerator.num_processes
-    if world > 1:
-        if not isinstance(batches, RandomBatches):
-            raise ValueError(f"training on {world} processes needs RandomBatches, which can be split across them")
-        batches.shard(rank, world)
-    ckpt_root = (Path(checkpoint_dir) if checkpoint_dir else Path(log_dir) / "checkpoints" if log_dir else None)
-    if cfg.checkpoint_every > 0 and ckpt_root is None:
-        raise ValueError("checkpoints need a checkpoint_dir or a log_dir")
-    if cfg.stop_at and cfg.checkpoint_every == 0:
-        raise ValueError("stop_at needs checkpoints (checkpoint_every > 0) to resume from")
+    ckpt_root = Path(checkpoint_dir) if checkpoint_dir else Path(log_dir) / "checkpoints" if log_dir else None
+    _check_config(cfg, batches, ckpt_root)
+    if resume is True and cfg.checkpoint_every == 0:
+        raise ValueError("resuming needs checkpoints: set checkpoint_every (--checkpoint-every) above 0")
     start_from = resume_point(ckpt_root if cfg.checkpoint_every > 0 else None, resume)
-    if start_from is not None and cfg.checkpoint_every == 0:
-        raise ValueError("resuming needs checkpoints: set checkpoint_every above 0")
+    accelerator = _accelerator(cfg)
+    if accelerator.num_processes > 1:
+        if not isinstance(batches, RandomBatches):
+            raise ValueError(f"training on {accelerator.num_processes} processes needs RandomBatches, which can be "
+                             "split across them")
+        batches.shard(accelerator.process_index, accelerator.num_processes)
 
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -229,7 +219,7 @@ def train(
                 run.window.extend(losses)
                 if ema is not None:
                     ema.step(net)
-            with warnings.catch_warnings():  # after a skipped first step torch warns that no optimiser step came first
+            with warnings.catch_warnings():  # torch warns after a skipped first step: no optimiser step yet
                 warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
                 scheduler.step()  # the schedule follows the step count, skipped steps included
             run.step += 1
@@ -266,7 +256,23 @@ def train(
     return result
 
 
-def _check_config(cfg: TrainConfig, batches) -> None:
+def _accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Unused parameters (e.g. a text encoder's pooler) must not stall DDP's gradient averaging.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=launched_on_cpus(), kwargs_handlers=[ddp])
+    if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        log.warning("fp16 autocast needs a GPU: accelerate trains in float32 on the CPU (bf16 works on CPUs)")
+    return accelerator
+
+
+def _check_config(cfg: TrainConfig, batches, ckpt_root: Path | None) -> None:
+    if cfg.checkpoint_every > 0 and ckpt_root is None:
+        raise ValueError("checkpoints need a checkpoint_dir or a log_dir")
+    if cfg.stop_at and cfg.checkpoint_every == 0:
+        raise ValueError("stop_at needs checkpoints (checkpoint_every > 0) to resume from")
     if cfg.steps < 1:
         raise ValueError(f"steps must be at least 1, got {cfg.steps}")
     if cfg.batch_size % cfg.grad_accum:
@@ -475,7 +481,8 @@ class _RunState:
             if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(cuda)
             pos, has_gauss, cached = state["numpy_rng"]
-            np.random.set_state(("MT19937", tensors["numpy_rng_keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
+            keys = tensors["numpy_rng_keys"].numpy().astype(np.uint32)
+            np.random.set_state(("MT19937", keys, pos, has_gauss, cached))
             version, mt, gauss = state["python_rng"]
             random.setstate((version, tuple(mt), gauss))
 
