@@ -82,6 +82,7 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
     if not result.is_main_process:
         return {"component": "autoencoder", "is_main_process": False}
 
+    vae.cpu()  # measurements below run on the CPU, where the images are (a no-op on CPU-only machines)
     measured = train_images[torch.arange(min(2048, len(train_images)))]  # (≤ 2048, 3, S, S)
     generator = torch.Generator().manual_seed(cfg.train.seed)
     channel_stats = None

@@ -178,9 +178,10 @@ def latent_rows(vae, images, *, batch_size: int = 256):
     def compute(start: int, end: int) -> dict[str, torch.Tensor]:
         means, stds = [], []
         for i in range(start, end, batch_size):
-            posterior = vae.encode(images[torch.arange(i, min(i + batch_size, end))]).latent_dist
-            means.append(posterior.mean)
-            stds.append(posterior.std)
+            x = images[torch.arange(i, min(i + batch_size, end))].to(vae.device)  # (b, 3, S, S)
+            posterior = vae.encode(x).latent_dist
+            means.append(posterior.mean.cpu())
+            stds.append(posterior.std.cpu())
         return {"latent_mean": torch.cat(means), "latent_std": torch.cat(stds)}
 
     return compute
@@ -191,7 +192,7 @@ def text_rows(text_encoder, distinct: list[str], *, batch_size: int = 128):
     """compute_rows for `sharded_cache`: embeddings (rows, L, D) of distinct captions[start:end]."""
 
     def compute(start: int, end: int) -> dict[str, torch.Tensor]:
-        table = [text_encoder.encode(distinct[i : min(i + batch_size, end)])[0].float()
+        table = [text_encoder.encode(distinct[i : min(i + batch_size, end)])[0].float().cpu()
                  for i in range(start, end, batch_size)]
         return {"text_table": torch.cat(table)}
 

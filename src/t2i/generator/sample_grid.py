@@ -38,10 +38,12 @@ def sample_grid_hook(folder: Path, vae, cfg: GeneratorConfig, scaling_factor: fl
         for m, _ in modes:
             m.eval()
         try:
-            cond, uncond = encoder.encode(prompts)[0], encoder.encode([""])[0]  # (P, L, D), (1, L, D)
+            device = next(unet.parameters()).device
+            cond = encoder.encode(prompts)[0].to(device)  # (P, L, D)
+            uncond = encoder.encode([""])[0].to(device)  # (1, L, D)
             denoise = guided(Denoiser(unet_network(unet), abar, cfg.prediction_type), cond, uncond, GRID_GUIDANCE)
             generators = [torch.Generator().manual_seed(k) for k in range(len(prompts))]
-            size, device = unet.config.sample_size, next(unet.parameters()).device
+            size = unet.config.sample_size
             x = per_image_randn((unet.config.in_channels, size, size), generators, device=device)  # (P, c, h, w)
             timesteps = spaced_timesteps(cfg.schedule.num_train_timesteps, GRID_STEPS)
             x0 = sample_dpmpp_2m(denoise, x, timesteps, abar, generators=generators)

@@ -105,6 +105,7 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     processes = process_state()  # joins the process group under accelerate launch / torchrun (else one process)
     split = dict(rank=processes.process_index, world_size=processes.num_processes, barrier=processes.wait_for_everyone,
                  shard_rows=cfg.cache_shard_rows)
+    vae.to(processes.device)  # the frozen encoders run where training will (a GPU if there is one)
     source = open_source(data_dir)
     captions = source.captions
     fingerprint = source.fingerprint()
@@ -113,7 +114,7 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
                             len(source), latent_rows(vae, ImageRows(source, image_size)), **split)
 
     scratch = cfg.text.source == SCRATCH
-    text_encoder = build_text_encoder(cfg.text)
+    text_encoder = build_text_encoder(cfg.text).to(processes.device)
     text_folder = minilm_path() if cfg.text.source == MINILM else cfg.text.source
     tensors = dict(latents)
     if scratch:
@@ -131,7 +132,7 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
                                                  "max_length": text_encoder.max_length},
                              len(distinct), text_rows(text_encoder, distinct), **split,
                              small=lambda: {"caption_index": torch.tensor([position[c] for c in captions]),
-                                            "uncond": text_encoder.encode([""])[0].float()})
+                                            "uncond": text_encoder.encode([""])[0].float().cpu()})
         text_table, uncond = text["text_table"], text["uncond"]
         tensors["caption_index"] = text["caption_index"]
 
