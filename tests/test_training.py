@@ -78,7 +78,9 @@ def test_sigkill_at_random_moments_during_checkpoint_writes_always_leaves_a_load
     for _ in range(20):
         child = fork.Process(target=_write_forever, args=(str(tmp_path), step))
         child.start()
-        while latest_checkpoint(tmp_path) is None or (step > 1 and not child.is_alive()):
+        deadline = time.monotonic() + 60
+        while latest_checkpoint(tmp_path) is None:  # the first child: wait for its first checkpoint
+            assert child.is_alive() and time.monotonic() < deadline
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.1))
         os.kill(child.pid, signal.SIGKILL)
@@ -232,3 +234,15 @@ def test_resume_refuses_changed_data_and_batch_size_unless_the_data_position_is_
 def test_batches_must_be_resumable_to_be_split():
     with pytest.raises(ValueError, match="not divisible by 3 processes"):
         RandomBatches(DATA, 8, seed=0).shard(0, 3)
+
+
+def test_resume_from_an_older_checkpoint_replays_the_same_steps(tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2, keep_checkpoints=3)
+    first = tiny_model()
+    train(first, denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path)
+    again = tiny_model()
+    result = train(again, denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path,
+                   resume=tmp_path / "checkpoints" / "step-000000002")
+    assert result.start_step == 2 and state_equal(first, again)
+    assert result.checkpoint.name == "step-000000004-1"  # the original step-4 checkpoint is not overwritten
+    assert latest_checkpoint(tmp_path / "checkpoints") == result.checkpoint
