@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from t2i.cli import data, demo, sample, train
+from t2i.cli import data, demo, sample, serve, train
 from t2i.training.faults import TrainingDiverged
 
 EPILOG_TOP = """\
@@ -26,7 +26,7 @@ or all of it at once, in about five minutes on a laptop CPU:
 """
 
 # The command groups, in the order `t2i --help` lists them.
-COMMANDS = (data, train, sample, demo)
+COMMANDS = (data, train, sample, demo, serve)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, PngImagePlugin
 
@@ -21,12 +22,12 @@ def grid(images: list[Image.Image], *, cols: int | None = None, scale: int = 1, 
     return sheet
 
 
-def save_png(img: Image.Image, path: Path) -> None:
+def save_png(img: Image.Image, path: Path | BinaryIO) -> None:
     """PNG with the generation parameters in a 'parameters' text chunk (AUTOMATIC1111's convention)."""
     meta = PngImagePlugin.PngInfo()
     if "parameters" in img.info:
         meta.add_text("parameters", img.info["parameters"])
-    img.save(path, pnginfo=meta)
+    img.save(path, format="PNG", pnginfo=meta)
 
 
 def save_gif(frames: list[Image.Image], path: Path, *, ms_per_frame: int = 120, hold_last_ms: int = 1500) -> None:
