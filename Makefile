@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch pulls a multi-GB CUDA build. To use another build, install it into $(VENV) before `make setup`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test fonts clean
+.PHONY: setup demo test fonts chromium clean
 
 setup: $(VENV)/.t2i-setup
 
@@ -15,6 +15,7 @@ $(VENV)/.t2i-setup: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@$(MAKE) --no-print-directory fonts
+	@$(MAKE) --no-print-directory chromium
 	touch $@
 
 # Noto Color Emoji, for `t2i data emoji` (Debian's fonts-noto-color-emoji); optional for everything else.
@@ -25,6 +26,15 @@ fonts:
 		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-noto-color-emoji >/dev/null 2>&1)) || \
 		echo "note: could not install fonts-noto-color-emoji; t2i data emoji needs it"; \
 	else echo "note: install Debian's fonts-noto-color-emoji for t2i data emoji"; fi
+
+# Debian's Chromium, for the browser test of `t2i serve` (Playwright drives it; no browser is downloaded).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
+		echo "note: could not install chromium; the browser test of t2i serve will be skipped"; \
+	else echo "note: install Debian's chromium for the browser test of t2i serve"; fi
 
 demo: setup
 	$(VENV)/bin/t2i demo
