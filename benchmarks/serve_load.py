@@ -119,13 +119,13 @@ class Load:
                 self.latency.append(time.perf_counter() - t0)
                 self.accepted.append(r.json()["id"])
             elif r.status_code == 503:
-                time.sleep(random.uniform(0.1, 0.4))
+                retry_after(r)
             return
         r = c.post("/api/jobs", json=body)
         self.count(r.status_code)
         if r.status_code == 503:
             self.count(0, "refused (503)")
-            time.sleep(random.uniform(0.1, 0.4))  # back off, as a client should
+            retry_after(r)
             return
         if r.status_code != 202:
             return
@@ -139,6 +139,11 @@ class Load:
         if last == "done":
             self.latency.append(time.perf_counter() - t0)
         self.count(0, f"{action}: {last}")
+
+
+def retry_after(r: httpx.Response) -> None:
+    """Back off as the server asks (Retry-After), with jitter so that clients do not return together."""
+    time.sleep(float(r.headers.get("retry-after", 1)) * random.uniform(0.5, 1.5))
 
 
 def percentiles(xs: list[float]) -> dict:
@@ -169,8 +174,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=300, help="requests in all (the load stops after these)")
     p.add_argument("--max-seconds", type=float, default=600, help="the load stops after this long in any case")
     p.add_argument("--steps", type=int, default=8, help="denoising steps per job")
-    p.add_argument("--queue-size", type=int, default=12,
-                   help="the server's --queue-size (below the number of clients, so that some meet a 503)")
+    p.add_argument("--queue-size", type=int, default=16,
+                   help="the server's --queue-size (its default; below the number of clients, so that some meet a 503)")
     p.add_argument("--idle-jobs", type=int, default=5, help="jobs in the idle baseline")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the server")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")

@@ -266,6 +266,7 @@ def test_a_full_queue_answers_503(pipe):
             full = c.post(route, json={"prompt": "a", "steps": 1})
             assert full.status_code == 503 and full.json() == {"error": "the queue is full (1 jobs waiting); "
                                                                         "try again shortly"}
+            assert full.headers["retry-after"] == "1"
         for job in (first, second.json()):
             c.post(f"/api/jobs/{job['id']}/cancel")
         health = idle(c)

@@ -157,9 +157,10 @@ BODY_ERRORS = (413, 415, 422)
 class RequestError(ValueError):
     """A request the server refuses; becomes a 4xx with this message."""
 
-    def __init__(self, message: str, status: int = 422):
+    def __init__(self, message: str, status: int = 422, headers: dict | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 # -- checking a request against the limits -------------------------------------------------------------
@@ -275,7 +276,7 @@ def create_app(pipe, config: ServerConfig) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def request_error(request, e: RequestError):
-        return JSONResponse({"error": str(e)}, status_code=e.status)
+        return JSONResponse({"error": str(e)}, status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, e: RequestValidationError):
@@ -305,7 +306,8 @@ def create_app(pipe, config: ServerConfig) -> FastAPI:
         try:
             return jobs.submit(settings)
         except QueueFull:
-            raise RequestError(f"the queue is full ({config.queue_size} jobs waiting); try again shortly", 503)
+            raise RequestError(f"the queue is full ({config.queue_size} jobs waiting); try again shortly", 503,
+                               headers={"Retry-After": "1"})
 
     # -- the page --------------------------------------------------------------------------------
 
