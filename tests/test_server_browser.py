@@ -128,3 +128,23 @@ def test_the_page_previews_every_step_then_shows_the_result(served, browser, tmp
     assert page.inner_text("#error") == "steps must be between 1 and 200, got 100000"
     assert page.is_enabled("#generate") and len(page.query_selector_all("#gallery figure")) == 1
     page.close()
+
+
+def test_the_page_asks_for_the_token_of_a_guarded_server(pipe, browser):
+    from test_server import live_server
+
+    token = "page-token-0123456789"
+    with live_server(pipe, token=token) as (url, _):
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("#token-box:not([hidden])")
+        assert page.query_selector_all("#sampler option") == []  # nothing works without it
+        page.fill("#token", token)
+        page.click("#token-save")
+        page.wait_for_selector("#sampler option", state="attached")
+        assert page.is_hidden("#token-box")
+        page.fill("#prompt", "a blue square")
+        page.fill("#steps", "2")
+        page.press("#prompt", "Enter")
+        page.wait_for_selector("#gallery figure img")  # submitted, followed and fetched with the token
+        page.close()
