@@ -127,7 +127,7 @@ def test_generate_returns_the_pipelines_images_with_their_parameters(client, pip
     assert png.content == base64.b64decode(body["images"][1]["png_base64"])
 
 
-def test_a_job_streams_a_preview_per_step_then_its_results(client):
+def test_a_job_streams_a_preview_per_step_then_its_results(client, pipe):
     r = client.post("/api/jobs", json={"prompt": "a green diamond", "steps": 30, "seed": 1})
     assert r.status_code == 202
     job = r.json()
@@ -139,7 +139,7 @@ def test_a_job_streams_a_preview_per_step_then_its_results(client):
     assert len(steps) >= 2 and steps == sorted(set(steps)) and steps[-1] <= 30  # a slow reader may skip steps
     preview = [d for e, d in stream if e == "progress"][-1]["previews"][0]
     assert preview.startswith("data:image/png;base64,")
-    assert _png(base64.b64decode(preview.split(",", 1)[1])).size == (16, 16)
+    assert _png(base64.b64decode(preview.split(",", 1)[1])).size == (pipe.image_size, pipe.image_size)
     done = stream[-1][1]
     assert done["status"] == "done" and len(done["images"]) == 1 and done["seconds"] > 0
     status = client.get(f"/api/jobs/{job['id']}").json()

@@ -15,203 +15,33 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import math
-import secrets
-import unicodedata
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 import t2i
 from t2i.server.config import ServerConfig
-from t2i.server.jobs import Job, JobQueue, JobSettings, QueueFull
+from t2i.server.jobs import Job, JobQueue, QueueFull
+from t2i.server.limits import RequestError, offered_sizes, resolve
+from t2i.server.schema import (
+    BODY_ERRORS,
+    GUARD_ERRORS,
+    GenerateRequest,
+    GenerateResult,
+    Health,
+    Info,
+    JobView,
+    Limits,
+    errors,
+)
 from t2i.server.security import Guard
 
-MAX_SEED = 2**32 - 1
 # The page's files, read once into memory: no route ever opens a path a client names.
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
-
-
-# -- the request and response bodies (they make the OpenAPI schema at /openapi.json) -------------------
-
-
-class GenerateRequest(BaseModel):
-    """What to generate. Omitted settings take the model's defaults; limits are in GET /api/info."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    prompt: str = Field(description="what the images should show")
-    negative_prompt: str = Field("", description="what they should not show (replaces the unconditional input)")
-    steps: int | None = Field(None, description="denoising steps (default: the model's)")
-    guidance: float | None = Field(None, description="classifier-free guidance scale (default: the model's)")
-    seed: int | None = Field(None, description=f"seed of the first image, 0 to {MAX_SEED}; image k uses seed + k "
-                             "(default: random)")
-    sampler: str | None = Field(None, description="one of the model's samplers (default: the model's)")
-    width: int | None = Field(None, description="image width in pixels (default: the model's size)")
-    height: int | None = Field(None, description="image height in pixels (default: the model's size)")
-    num_images: int = Field(1, description="images to generate")
-
-
-class Settings(BaseModel):
-    """The settings a job runs with, every default filled in."""
-
-    prompt: str
-    negative_prompt: str
-    steps: int
-    guidance: float
-    seed: int
-    sampler: str
-    width: int
-    height: int
-    num_images: int
-
-
-class ImageInfo(BaseModel):
-    url: str = Field(description="the PNG, with its parameters in a 'parameters' text chunk")
-    seed: int
-    parameters: str = Field(description="the AUTOMATIC1111-style parameters text, as embedded in the PNG")
-
-
-class ImageData(ImageInfo):
-    png_base64: str = Field(description="the PNG itself, base64-encoded")
-
-
-class JobUrls(BaseModel):
-    status: str
-    events: str
-    cancel: str
-
-
-class JobView(BaseModel):
-    id: str = Field(description="opaque job id")
-    status: Literal["queued", "running", "done", "failed", "cancelled"]
-    position: int | None = Field(description="jobs ahead of this one while queued (0: next)")
-    step: int = Field(description="denoising steps done")
-    total: int = Field(description="denoising steps in all")
-    seconds: float | None = Field(description="running time so far, or in all")
-    error: str | None = Field(description="why the job failed or was cancelled")
-    settings: Settings
-    images: list[ImageInfo]
-    urls: JobUrls
-
-
-class GenerateResult(JobView):
-    images: list[ImageData]  # type: ignore[assignment]
-
-
-class ErrorView(BaseModel):
-    error: str
-
-
-class Limits(BaseModel):
-    max_width: int
-    max_height: int
-    max_pixels: int
-    max_steps: int
-    max_images: int
-    max_guidance: float
-    max_prompt_chars: int
-    max_body_bytes: int
-    queue_size: int
-    job_timeout_s: float
-
-
-class Info(BaseModel):
-    t2i_version: str
-    variant: str
-    image_size: int = Field(description="the size the model was trained at (pixels)")
-    sizes: list[int] = Field(description="sizes the page offers for width and height")
-    samplers: list[str]
-    defaults: dict[str, float | int | str]
-    limits: Limits
-    token_required: bool
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-    queued: int
-    running: bool
-    queue_size: int
-    jobs_kept: int
-    submitted: int
-    refused: int
-    done: int
-    failed: int
-    cancelled: int
-
-
-def _errors(*codes: int) -> dict:
-    return {code: {"model": ErrorView} for code in codes}
-
-
-# 401/403/413/415 come from the guard, for any /api route.
-GUARD_ERRORS = (401, 403)
-BODY_ERRORS = (413, 415, 422)
-
-
-class RequestError(ValueError):
-    """A request the server refuses; becomes a 4xx with this message."""
-
-    def __init__(self, message: str, status: int = 422, headers: dict | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers
-
-
-# -- checking a request against the limits -------------------------------------------------------------
-
-
-def _check_text(name: str, text: str, limit: int) -> str:
-    if len(text) > limit:
-        raise RequestError(f"{name} has {len(text)} characters, over the limit of {limit}")
-    for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\t\n\r":
-            raise RequestError(f"{name} contains a control character (U+{ord(ch):04X})")
-    return text
-
-
-def resolve(req: GenerateRequest, pipe, config: ServerConfig) -> JobSettings:
-    """Fill in the model's defaults and check every value against the server's limits."""
-    prompt = _check_text("prompt", req.prompt, config.max_prompt_chars)
-    if not prompt.strip():
-        raise RequestError("prompt is empty")
-    negative = _check_text("negative_prompt", req.negative_prompt, config.max_prompt_chars)
-    steps = req.steps if req.steps is not None else int(pipe.defaults["steps"])
-    if not 1 <= steps <= config.max_steps:
-        raise RequestError(f"steps must be between 1 and {config.max_steps}, got {steps}")
-    guidance = req.guidance if req.guidance is not None else float(pipe.defaults["guidance"])
-    if not (math.isfinite(guidance) and 0 <= guidance <= config.max_guidance):
-        raise RequestError(f"guidance must be between 0 and {config.max_guidance:g}, got {guidance}")
-    sampler = req.sampler if req.sampler is not None else pipe.defaults["sampler"]
-    if sampler not in pipe.samplers:
-        raise RequestError(f"unknown sampler {sampler[:40]!r}; this model has {', '.join(pipe.samplers)}")
-    if not 1 <= req.num_images <= config.max_images:
-        raise RequestError(f"num_images must be between 1 and {config.max_images}, got {req.num_images}")
-    width = req.width if req.width is not None else pipe.image_size
-    height = req.height if req.height is not None else pipe.image_size
-    if not 1 <= width <= config.max_width:
-        raise RequestError(f"width must be between 1 and {config.max_width}, got {width}")
-    if not 1 <= height <= config.max_height:
-        raise RequestError(f"height must be between 1 and {config.max_height}, got {height}")
-    if width * height > config.max_pixels:
-        raise RequestError(f"{width}×{height} is {width * height} pixels, over the limit of {config.max_pixels}")
-    seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
-    if not 0 <= seed <= MAX_SEED:
-        raise RequestError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    return JobSettings(prompt=prompt, negative_prompt=negative, steps=steps, guidance=float(guidance), seed=seed,
-                       sampler=sampler, width=width, height=height, num_images=req.num_images)
-
-
-def offered_sizes(image_size: int, config: ServerConfig) -> list[int]:
-    """Half-steps of the training size, from half of it to twice it, within the limits."""
-    sizes = [image_size * k // 2 for k in range(1, 5) if image_size * k % 2 == 0]
-    fit = [s for s in sizes if s <= min(config.max_width, config.max_height) and s * s <= config.max_pixels]
-    return fit or [image_size]
 
 
 # -- views of a job ------------------------------------------------------------------------------------
@@ -324,7 +154,7 @@ def create_app(pipe, config: ServerConfig) -> FastAPI:
 
     # -- the API ---------------------------------------------------------------------------------
 
-    @app.get("/api/info", response_model=Info, responses=_errors(*GUARD_ERRORS))
+    @app.get("/api/info", response_model=Info, responses=errors(*GUARD_ERRORS))
     async def info():
         """The model (variant, size, samplers, defaults) and the server's limits."""
         return {"t2i_version": t2i.__version__, "variant": pipe.info.get("variant", "latent"),
@@ -333,13 +163,13 @@ def create_app(pipe, config: ServerConfig) -> FastAPI:
                 "limits": {k: getattr(config, k) for k in Limits.model_fields},
                 "token_required": config.token is not None}
 
-    @app.get("/api/health", response_model=Health, responses=_errors(*GUARD_ERRORS))
+    @app.get("/api/health", response_model=Health, responses=errors(*GUARD_ERRORS))
     async def health():
         """Liveness and queue counters."""
         return {"status": "ok", **jobs.stats()}
 
     @app.post("/api/generate", response_model=GenerateResult,
-              responses=_errors(*GUARD_ERRORS, *BODY_ERRORS, 400, 409, 500, 503, 504))
+              responses=errors(*GUARD_ERRORS, *BODY_ERRORS, 400, 409, 500, 503, 504))
     async def generate(req: GenerateRequest, request: Request):
         """Generate and wait for the images, returned inline (base64 PNG) and by URL.
 
@@ -361,12 +191,12 @@ def create_app(pipe, config: ServerConfig) -> FastAPI:
         return JSONResponse({"error": job.error or job.status}, status_code=status)
 
     @app.post("/api/jobs", status_code=202, response_model=JobView,
-              responses=_errors(*GUARD_ERRORS, *BODY_ERRORS, 400, 503))
+              responses=errors(*GUARD_ERRORS, *BODY_ERRORS, 400, 503))
     async def submit_job(req: GenerateRequest):
         """Queue a job; follow it with GET /api/jobs/{id}/events or poll GET /api/jobs/{id}."""
         return job_view(submit(req), jobs)
 
-    @app.get("/api/jobs/{job_id}", response_model=JobView, responses=_errors(*GUARD_ERRORS, 404))
+    @app.get("/api/jobs/{job_id}", response_model=JobView, responses=errors(*GUARD_ERRORS, 404))
     async def job_status(job_id: str):
         """The job's state, progress and (once done) the URLs of its images."""
         return job_view(lookup(job_id), jobs)
@@ -374,7 +204,7 @@ def create_app(pipe, config: ServerConfig) -> FastAPI:
     @app.get("/api/jobs/{job_id}/events", responses={
         200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
               "description": "events: queued, progress (with previews), then one of done, failed, cancelled"},
-        **_errors(*GUARD_ERRORS, 404)})
+        **errors(*GUARD_ERRORS, 404)})
     async def job_events(job_id: str):
         """Server-Sent Events: `queued` {position}, `progress` {step, total, previews: [data URL]}, then one of
         `done` {job}, `failed` {error}, `cancelled` {error}. Closing the last stream of an unfinished job
@@ -418,7 +248,7 @@ def create_app(pipe, config: ServerConfig) -> FastAPI:
     @app.get("/api/jobs/{job_id}/images/{index}", response_class=Response, responses={
         200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
               "description": "the PNG, with its parameters in a 'parameters' text chunk"},
-        **_errors(*GUARD_ERRORS, 404)})
+        **errors(*GUARD_ERRORS, 404)})
     async def job_image(job_id: str, index: str):
         """Image `index` (0-based) of a finished job, as a PNG download."""
         job = lookup(job_id)
@@ -430,7 +260,7 @@ def create_app(pipe, config: ServerConfig) -> FastAPI:
                         headers={"Content-Disposition": f'attachment; filename="{name}"',
                                  "Cache-Control": "private, max-age=3600"})
 
-    @app.post("/api/jobs/{job_id}/cancel", response_model=JobView, responses=_errors(*GUARD_ERRORS, 404, 415))
+    @app.post("/api/jobs/{job_id}/cancel", response_model=JobView, responses=errors(*GUARD_ERRORS, 404, 415))
     async def cancel_job(job_id: str):
         """Stop a queued or running job (before its next step). A finished job is left as it is."""
         job = lookup(job_id)
@@ -438,7 +268,7 @@ def create_app(pipe, config: ServerConfig) -> FastAPI:
         return job_view(job, jobs)
 
     @app.delete("/api/jobs/{job_id}", status_code=204, response_class=Response,
-                responses=_errors(*GUARD_ERRORS, 404))
+                responses=errors(*GUARD_ERRORS, 404))
     async def delete_job(job_id: str):
         """Cancel the job if it has not finished, and forget it and its images."""
         jobs.forget(lookup(job_id))

@@ -35,7 +35,7 @@ class JobSettings:
     steps: int
     guidance: float
     seed: int  # image k uses seed + k
-    sampler: str
+    sampler: str | None  # None: the model has no choice of sampler
     width: int
     height: int
     num_images: int
@@ -99,7 +99,8 @@ class Job:
     def update(self, **fields) -> None:
         """Change fields and wake every listener (from any thread)."""
         with self._lock:
-            for k, v in fields.items():
+            # Readers do not take the lock: the status goes last, so a finished job already has its results.
+            for k, v in sorted(fields.items(), key=lambda kv: kv[0] == "status"):
                 setattr(self, k, v)
             self.version += 1
             waiters, self._waiters = self._waiters, []
@@ -260,7 +261,8 @@ class JobQueue:
                          parameters=[img.info.get("parameters", "") for img in images], step=s.steps)
 
     def _finish(self, job: Job, status: str, **fields) -> None:
-        self.counts[status] += 1
+        with self._cond:  # re-entrant: cancel() calls this holding it
+            self.counts[status] += 1
         job.update(status=status, previews=[], finished_at=time.monotonic(), **fields)
 
     def _touch_pending(self) -> None:
