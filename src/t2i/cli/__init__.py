@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from t2i.cli import data, demo, sample, serve, train
+from t2i.cli import data, demo, evaluate, sample, serve, train
 from t2i.training.faults import TrainingDiverged
 
 EPILOG_TOP = """\
@@ -21,12 +21,13 @@ the recipe (Stable Diffusion's, trained from scratch):
   t2i train autoencoder --data data/shapes --out runs/ae  # 2. the decoder, on images alone
   t2i train generator --data data/shapes --autoencoder runs/ae --out runs/gen --pipeline-out runs/pipe
   t2i generate "a red circle" --model runs/pipe --n 4 --preview progress.gif
+  t2i eval runs/pipe --guidance 1 2 3 5                    # 3. FID, KID, CLIP score, compositional accuracy
 or all of it at once, in about five minutes on a laptop CPU:
   t2i demo
 """
 
 # The command groups, in the order `t2i --help` lists them.
-COMMANDS = (data, train, sample, demo, serve)
+COMMANDS = (data, train, sample, evaluate, demo, serve)
 
 
 def parser() -> argparse.ArgumentParser:

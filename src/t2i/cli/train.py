@@ -27,6 +27,8 @@ def register(sub) -> None:
     tsub = train.add_subparsers(dest="component", required=True, metavar="COMPONENT")
     register_autoencoder(tsub)
     register_generator(tsub)
+    register_clip(tsub)
+    register_shapes_classifier(tsub)
 
 
 def register_autoencoder(tsub) -> None:
@@ -81,6 +83,10 @@ def register_generator(tsub) -> None:
     g.add_argument("--cache-shard-rows", type=positive_int, default=4096,
                    help="samples per cache shard file; shards are what several processes split between them")
     g.add_argument("--pipeline-out", type=Path, default=None, help="also compose a ready pipeline folder here")
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="every N steps, FID and CLIP score on --eval-images images (current weights), to eval_log.csv")
+    g.add_argument("--eval-images", type=positive_int, default=100, help="images per check during training (≥ 50)")
+    g.add_argument("--eval-clip", type=Path, default=None, help="CLIP folder for those checks (t2i train clip)")
     g.set_defaults(run=run_generator)
 
 
@@ -93,7 +99,8 @@ def run_generator(args, command: str) -> None:
     model.min_snr_gamma = args.min_snr_gamma
     cfg = GeneratorTrainConfig(model=model, text=TextEncoderConfig(source=args.text_encoder, max_length=args.max_length),
                                train=train_config(args, sample_every=args.sample_every),
-                               cache_shard_rows=args.cache_shard_rows)
+                               cache_shard_rows=args.cache_shard_rows, eval_every=args.eval_every,
+                               eval_images=args.eval_images, eval_clip=str(args.eval_clip) if args.eval_clip else None)
     info = train_generator(args.data, args.autoencoder, args.out, cfg, cache_dir=args.cache_dir, command=command,
                            resume=args.resume, reset_data_position=args.reset_data_position)
     if report_stop(info, command) or not is_main_process():
@@ -103,3 +110,52 @@ def run_generator(args, command: str) -> None:
         from t2i.pipeline import compose
 
         print(f"pipeline: wrote {compose(args.out, args.pipeline_out)}")
+
+
+def register_clip(tsub) -> None:
+    c = tsub.add_parser("clip", formatter_class=Help, help="an in-domain CLIP for evaluation (FID features, CLIP score)",
+                        description="Trains a small transformers CLIPModel contrastively on the dataset's image-caption "
+                        "pairs (MiniLM's tokenizer) and saves a normal CLIPModel folder with tokenizer and "
+                        "preprocessor files. t2i eval uses it with --clip DIR; its FIDs are comparable only with "
+                        "FIDs from the same CLIP, never with published Inception FIDs.")
+    c.add_argument("--data", required=True, type=Path, help="dataset folder")
+    c.add_argument("--out", required=True, type=Path, help="CLIP folder to write")
+    c.add_argument("--preset", choices=["tiny", "small"], default="small", help="model size")
+    c.add_argument("--size", type=positive_int, default=32, help="image side in pixels the CLIP sees")
+    add_train_flags(c, steps=1500, batch_size=128, lr=1e-3, ema=0.0)
+    c.set_defaults(run=run_clip)
+
+
+def run_clip(args, command: str) -> None:
+    from t2i.evaluation.clip import CLIP_PRESETS, ClipTrainConfig, train_clip
+
+    cfg = ClipTrainConfig(model=CLIP_PRESETS[args.preset](args.size), train=train_config(args, weight_decay=0.1))
+    info = train_clip(args.data, args.out, cfg, command=command)
+    m = info["metrics"]
+    print(f"clip: held-out image-to-caption top-1 {100 * m['held_out_retrieval_top1']:.1f} % over "
+          f"{m['held_out_pairs']} pairs, wrote {args.out}")
+
+
+def register_shapes_classifier(tsub) -> None:
+    s = tsub.add_parser("shapes-classifier", formatter_class=Help,
+                        help="the reader behind compositional accuracy on shapes",
+                        description="Renders fresh shapes images (seeds far from any dataset's) and trains a small CNN "
+                        "that reads which colours are drawn and each one's shape, size and centre; reports its "
+                        "accuracy on other fresh renders. t2i eval uses it with --classifier DIR.")
+    s.add_argument("--out", required=True, type=Path, help="classifier folder to write")
+    s.add_argument("--size", type=positive_int, default=32, help="image side in pixels (that of the pipeline to judge)")
+    s.add_argument("--n-train", type=positive_int, default=20000, help="fresh renders to train on")
+    add_train_flags(s, steps=3000, batch_size=64, lr=2e-3, ema=0.0)
+    s.set_defaults(run=run_shapes_classifier)
+
+
+def run_shapes_classifier(args, command: str) -> None:
+    from t2i.evaluation.shapes_classifier import (ShapesClassifierConfig, ShapesClassifierTrainConfig,
+                                                  train_shapes_classifier)
+
+    cfg = ShapesClassifierTrainConfig(model=ShapesClassifierConfig(image_size=args.size), n_train=args.n_train,
+                                      train=train_config(args))
+    info = train_shapes_classifier(args.out, cfg, command=command)
+    acc = info["metrics"]["accuracy_on_fresh_renders"]
+    print("shapes classifier on fresh renders: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in acc.items())
+          + f"; wrote {args.out}")

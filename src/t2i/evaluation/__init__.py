@@ -1,4 +1,5 @@
-"""Evaluation. For now: the dominant-colour check used by the demo and the colour-accuracy benchmark."""
+"""Evaluation: feature extractors (FID Inception-v3, CLIP), FID / KID / CLIP score, reconstruction metrics,
+compositional accuracy on shapes, and `t2i eval`'s report. Import the submodules; this package stays light."""
 
 from t2i.evaluation.colour import colour_accuracy, dominant_colour
 

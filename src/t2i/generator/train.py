@@ -37,6 +37,9 @@ class GeneratorTrainConfig:
     )
     cache_shard_rows: int = SHARD_ROWS  # samples (or distinct captions) per cache shard file: the unit of work
     # split across processes and of what a resumed cache computation reuses
+    eval_every: int = 0  # steps between FID / CLIP-score checks on the current (not EMA) weights; 0: off
+    eval_images: int = 100  # generated images per check (at least 50; small-N FIDs compare only with each other)
+    eval_clip: str | None = None  # CLIPModel folder for the checks (t2i train clip); required when eval_every > 0
 
 
 def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: float, uncond: torch.Tensor,
@@ -90,6 +93,8 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
 
     out_dir = Path(out_dir)
     resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
+    if cfg.eval_every > 0 and not cfg.eval_clip:  # before anything is written
+        raise ValueError("FID during training needs a CLIP folder (--eval-clip; make one with t2i train clip)")
     ae_info = read_component_info(autoencoder_dir, "autoencoder")
     vae = AutoencoderKL.from_pretrained(autoencoder_dir, use_safetensors=True).eval().requires_grad_(False)
     scaling_factor = float(vae.config.scaling_factor)
@@ -147,8 +152,11 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     prompts = sorted(set(captions))[:4]
     on_sample = sample_grid_hook(out_dir / "samples", vae, cfg.model, scaling_factor, prompts,
                                  None if scratch else text_encoder)
+    on_log = _periodic_eval(cfg, data_dir, vae, out_dir, cache_dir, model, text_encoder, scratch, image_size,
+                            main=processes.is_main_process)
     result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="generator", resume=resume,
-                   reset_data_position=reset_data_position, data_fingerprint=fingerprint, on_sample=on_sample)
+                   reset_data_position=reset_data_position, data_fingerprint=fingerprint, on_sample=on_sample,
+                   on_log=on_log)
     if result.stopped:
         return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
     if not result.is_main_process:
@@ -189,6 +197,37 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
                     "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
         "losses": result.losses,
     }
+    if on_log is not None:
+        info["eval_during_training"] = on_log.evaluator.rows
     write_component_info(out_dir, info)
     return info
+
+
+def _periodic_eval(cfg: GeneratorTrainConfig, data_dir, vae, out_dir: Path, cache_dir: Path, model, text_encoder,
+                   scratch: bool, image_size: int, *, main: bool):
+    """The trainer's on_log hook for FID / CLIP score every cfg.eval_every steps, on rank 0 (None when off)."""
+    if cfg.eval_every <= 0 or not main:
+        return None
+    import copy
+
+    from t2i.evaluation.during_training import PeriodicEvaluator
+    from t2i.pipeline import T2IPipeline
+    from t2i.sampling import diffusers_scheduler_config
+
+    evaluator = PeriodicEvaluator(data_dir, cfg.eval_clip, every=cfg.eval_every, n=cfg.eval_images,
+                                  resolution=image_size, log_dir=out_dir, cache_dir=cache_dir)
+    scheduler = diffusers_scheduler_config(cfg.model.schedule, cfg.model.prediction_type)
+
+    def current_pipeline():
+        # CPU copies: the pipeline freezes what it is given and samples on the CPU; training goes on with the originals.
+        unet = model["unet"] if scratch else model
+        encoder = model["text_encoder"] if scratch else text_encoder
+        return T2IPipeline(copy.deepcopy(encoder).cpu(), copy.deepcopy(unet).cpu(), copy.deepcopy(vae).cpu(),
+                           scheduler, {})
+
+    def on_log(step: int, loss: float) -> None:
+        evaluator(step, current_pipeline)
+
+    on_log.evaluator = evaluator
+    return on_log
 

@@ -1,0 +1,81 @@
+"""The real side of FID and CLIP score: a fixed subset of a data folder, and its cached features.
+
+The subset is a seeded permutation of the folder's records, so the same data gives the same real
+images and the same prompts on every run. Features of real images are cached on disk by (dataset
+fingerprint, extractor, resolution, n): a changed image or caption changes the fingerprint, and so
+the cache entry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from t2i.data import Record, dataset_fingerprint, load_image, scan_folder
+from t2i.evaluation.features import FeatureExtractor
+from t2i.evaluation.metrics import FeatureSet
+
+log = logging.getLogger("t2i.evaluation")
+
+
+def evaluation_subset(records: list[Record], n: int, *, seed: int = 0) -> list[Record]:
+    """The first n records of a seeded permutation (records repeat, in the same order, when n > len(records))."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    return [records[order[i % len(records)]] for i in range(n)]
+
+
+def data_image_size(records: list[Record]) -> tuple[int, int]:
+    """The (width, height) of a folder's images; refuses folders whose images differ in size."""
+    sizes = set()
+    for r in records[:: max(1, len(records) // 64)]:  # a spread sample: headers only, fast
+        with Image.open(r.path) as im:
+            sizes.add(im.size)
+    if len(sizes) > 1:
+        raise ValueError(f"the data's images have several sizes ({sorted(sizes)[:3]}...); import them at one size "
+                         "with t2i data import --size S")
+    return sizes.pop()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text)
+
+
+def reference_features(data_dir: str | Path, extractor: FeatureExtractor, *, resolution: int, n: int,
+                       cache_dir: str | Path | None, seed: int = 0) -> FeatureSet:
+    """Features of the folder's fixed evaluation subset of n images, loaded at `resolution`, cached on disk."""
+    data_dir = Path(data_dir)
+    records, _ = scan_folder(data_dir, verify=False)
+    n = min(n, len(records))
+    fingerprint = dataset_fingerprint(data_dir)
+    key = {"data": fingerprint, "extractor": extractor.name, "resolution": resolution, "n": n, "seed": seed}
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / "reference" / _slug(f"{fingerprint}-{extractor.name}-{resolution}px-n{n}-s{seed}.safetensors")
+        if path.is_file():
+            try:
+                tensors = load_file(path)
+                from safetensors import safe_open
+
+                with safe_open(path, "pt") as f:
+                    stored = json.loads(f.metadata()["key"])
+                if stored == key:
+                    log.info("using cached reference features %s", path)
+                    return FeatureSet(tensors["features"], extractor.name, resolution, f"{data_dir} ({n} real images)")
+            except Exception as e:  # a damaged cache entry is recomputed, never trusted
+                log.warning("ignoring unreadable cache entry %s (%s)", path, e)
+    subset = evaluation_subset(records, n, seed=seed)
+    images = [load_image(r.path, resolution) for r in subset]
+    features = extractor(images, progress="real features")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"features": features.contiguous()}, tmp, metadata={"key": json.dumps(key, sort_keys=True)})
+        tmp.replace(path)
+    return FeatureSet(features, extractor.name, resolution, f"{data_dir} ({n} real images)")

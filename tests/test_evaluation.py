@@ -1,0 +1,242 @@
+"""Evaluation: FID/KID arithmetic against independent formulas, the extractors, the shapes classifier, caching,
+bad input, and `t2i eval` end to end on the tiny demo pipeline."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from t2i.data import ShapesConfig, render_shapes, write_shapes
+from t2i.evaluation.clip import CLIP_PRESETS, ClipExtractor, ClipTrainConfig, train_clip
+from t2i.evaluation.metrics import FeatureSet, clip_score, fid, frechet_distance, kernel_distance
+from t2i.training.trainer import TrainConfig
+
+
+def renders(n, seed, size=16):
+    return [img for img, _, _ in render_shapes(ShapesConfig(n=n, size=size, seed=seed))]
+
+
+@pytest.fixture(scope="session")
+def shapes16(tmp_path_factory):
+    return write_shapes(tmp_path_factory.mktemp("eval") / "shapes16", ShapesConfig(n=384, size=16, seed=21))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(shapes16, tmp_path_factory):
+    """A tiny CLIP trained for real on 16-px shapes; good enough to rank, not to publish."""
+    out = tmp_path_factory.mktemp("eval") / "clip"
+    cfg = ClipTrainConfig(model=CLIP_PRESETS["tiny"](16), held_out=32,
+                          train=TrainConfig(steps=150, batch_size=64, lr=2e-3, warmup_steps=15, weight_decay=0.1))
+    info = train_clip(shapes16, out, cfg)
+    return out, info
+
+
+@pytest.fixture(scope="session")
+def clip16(tiny_clip):
+    return ClipExtractor.from_folder(tiny_clip[0])
+
+
+# -- the arithmetic -----------------------------------------------------------------------------------------
+
+
+def scipy_fid(x: np.ndarray, y: np.ndarray) -> float:
+    """The formula of Heusel et al. (2017), written plainly with scipy's matrix square root."""
+    from scipy import linalg
+
+    mu1, mu2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def test_frechet_distance_matches_scipy_and_is_zero_for_a_set_with_itself():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(600, 48, generator=g) @ torch.randn(48, 48, generator=g) * 0.3 + 1.0
+    b = torch.randn(500, 48, generator=g) * 1.2 + 0.4
+    ours, reference = frechet_distance(a, b), scipy_fid(a.double().numpy(), b.double().numpy())
+    assert ours == pytest.approx(reference, rel=1e-6)
+    assert abs(frechet_distance(a, a)) < 1e-9 * reference
+
+
+def test_kid_is_near_zero_for_one_gaussian_and_positive_for_two():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(400, 32, generator=g), torch.randn(400, 32, generator=g)
+    shifted = torch.randn(400, 32, generator=g) + 0.5
+    same_mean, same_std = kernel_distance(a, b, subset_size=200)
+    diff_mean, diff_std = kernel_distance(a, shifted, subset_size=200)
+    assert abs(same_mean) < 3 * same_std + 1e-3  # unbiased: scatters around 0, may be slightly negative
+    assert diff_mean > 10 * max(diff_std, abs(same_mean))
+
+
+def test_clip_score_is_100_max_cos_0():
+    img = torch.tensor([[1.0, 0.0], [1.0, 0.0], [3.0, 4.0]])
+    txt = torch.tensor([[2.0, 0.0], [-1.0, 0.0], [4.0, 3.0]])
+    assert clip_score(img, txt).tolist() == pytest.approx([100.0, 0.0, 96.0])
+
+
+# -- the in-domain CLIP -------------------------------------------------------------------------------------
+
+
+def test_trained_clip_is_a_normal_clipmodel_folder_that_pools_at_sep(tiny_clip, clip16):
+    from transformers import AutoTokenizer, CLIPModel
+
+    folder, info = tiny_clip
+    model, tokenizer = CLIPModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    assert model.config.text_config.eos_token_id == tokenizer.sep_token_id
+    assert json.loads((folder / "preprocessor_config.json").read_text())["crop_size"] == {"height": 16, "width": 16}
+    tokens = tokenizer(["a red circle"], padding="max_length", max_length=clip16.max_length, return_tensors="pt")
+    with torch.no_grad():
+        out = model.text_model(**tokens)
+    sep = tokens["input_ids"][0].tolist().index(tokenizer.sep_token_id)
+    assert torch.allclose(out.pooler_output[0], out.last_hidden_state[0, sep])
+    assert info["losses"][-1] < info["losses"][0]
+
+
+def test_clip_score_of_matched_pairs_exceeds_shuffled_pairs(clip16):
+    items = list(render_shapes(ShapesConfig(n=96, size=16, seed=77)))  # not the CLIP's training images
+    images, captions = [i for i, _, _ in items], [c for _, c, _ in items]
+    img, txt = clip16(images), clip16.text_features(captions)
+    shuffled = txt[torch.randperm(len(txt), generator=torch.Generator().manual_seed(0))]
+    matched, mismatched = clip_score(img, txt).mean(), clip_score(img, shuffled).mean()
+    assert matched > mismatched + 5, (float(matched), float(mismatched))
+
+
+def test_fid_orders_real_halves_below_blurred_below_noise(clip16):
+    images = renders(240, seed=31)
+    rng = np.random.default_rng(0)
+    noise = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(120)]
+    blurred = [img.filter(ImageFilter.GaussianBlur(1.2)) for img in images[120:]]
+
+    def fs(imgs, name):
+        return FeatureSet(clip16(imgs), clip16.name, 16, name)
+
+    first = fs(images[:120], "first half")
+    halves = fid(first, fs(images[120:], "second half"))
+    blur = fid(first, fs(blurred, "blurred"))
+    noisy = fid(first, fs(noise, "noise"))
+    assert halves < blur < noisy, (halves, blur, noisy)
+
+
+# -- the FID Inception-v3 -----------------------------------------------------------------------------------
+
+# Conv weight shapes of the weights file, transcribed from pytorch-fid's fid_inception_v3 (torchvision's
+# Inception3, 1008 classes, no aux head) and torch-fidelity's FeatureExtractorInceptionV3.
+def _inception_reference() -> dict[str, tuple]:
+    convs = {"Conv2d_1a_3x3": (32, 3, 3, 3), "Conv2d_2a_3x3": (32, 32, 3, 3), "Conv2d_2b_3x3": (64, 32, 3, 3),
+             "Conv2d_3b_1x1": (80, 64, 1, 1), "Conv2d_4a_3x3": (192, 80, 3, 3)}
+    for name, cin, pool in (("Mixed_5b", 192, 32), ("Mixed_5c", 256, 64), ("Mixed_5d", 288, 64)):
+        convs |= {f"{name}.branch1x1": (64, cin, 1, 1), f"{name}.branch5x5_1": (48, cin, 1, 1),
+                  f"{name}.branch5x5_2": (64, 48, 5, 5), f"{name}.branch3x3dbl_1": (64, cin, 1, 1),
+                  f"{name}.branch3x3dbl_2": (96, 64, 3, 3), f"{name}.branch3x3dbl_3": (96, 96, 3, 3),
+                  f"{name}.branch_pool": (pool, cin, 1, 1)}
+    convs |= {"Mixed_6a.branch3x3": (384, 288, 3, 3), "Mixed_6a.branch3x3dbl_1": (64, 288, 1, 1),
+              "Mixed_6a.branch3x3dbl_2": (96, 64, 3, 3), "Mixed_6a.branch3x3dbl_3": (96, 96, 3, 3)}
+    for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
+        convs |= {f"{name}.branch1x1": (192, 768, 1, 1), f"{name}.branch7x7_1": (c7, 768, 1, 1),
+                  f"{name}.branch7x7_2": (c7, c7, 1, 7), f"{name}.branch7x7_3": (192, c7, 7, 1),
+                  f"{name}.branch7x7dbl_1": (c7, 768, 1, 1), f"{name}.branch7x7dbl_2": (c7, c7, 7, 1),
+                  f"{name}.branch7x7dbl_3": (c7, c7, 1, 7), f"{name}.branch7x7dbl_4": (c7, c7, 7, 1),
+                  f"{name}.branch7x7dbl_5": (192, c7, 1, 7), f"{name}.branch_pool": (192, 768, 1, 1)}
+    convs |= {"Mixed_7a.branch3x3_1": (192, 768, 1, 1), "Mixed_7a.branch3x3_2": (320, 192, 3, 3),
+              "Mixed_7a.branch7x7x3_1": (192, 768, 1, 1), "Mixed_7a.branch7x7x3_2": (192, 192, 1, 7),
+              "Mixed_7a.branch7x7x3_3": (192, 192, 7, 1), "Mixed_7a.branch7x7x3_4": (192, 192, 3, 3)}
+    for name, cin in (("Mixed_7b", 1280), ("Mixed_7c", 2048)):
+        convs |= {f"{name}.branch1x1": (320, cin, 1, 1), f"{name}.branch3x3_1": (384, cin, 1, 1),
+                  f"{name}.branch3x3_2a": (384, 384, 1, 3), f"{name}.branch3x3_2b": (384, 384, 3, 1),
+                  f"{name}.branch3x3dbl_1": (448, cin, 1, 1), f"{name}.branch3x3dbl_2": (384, 448, 3, 3),
+                  f"{name}.branch3x3dbl_3a": (384, 384, 1, 3), f"{name}.branch3x3dbl_3b": (384, 384, 3, 1),
+                  f"{name}.branch_pool": (192, cin, 1, 1)}
+    keys = {"fc.weight": (1008, 2048), "fc.bias": (1008,)}
+    for name, shape in convs.items():
+        keys[f"{name}.conv.weight"] = shape
+        for p in ("weight", "bias", "running_mean", "running_var"):
+            keys[f"{name}.bn.{p}"] = (shape[0],)
+    return keys
+
+
+def test_inception_state_dict_has_the_weight_files_names_and_shapes():
+    from t2i.evaluation.inception import FIDInceptionV3
+
+    net = FIDInceptionV3()
+    ours = {k: tuple(v.shape) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert ours == _inception_reference()
+    # torchvision's Inception-v3 has 27,161,264 parameters; less the aux head (3,326,696), plus 8 classes (16,392)
+    assert sum(p.numel() for p in net.parameters()) == 23_850_960
+
+
+def test_inception_weights_in_that_format_load_and_run(tmp_path):
+    from t2i.evaluation.inception import FIDInceptionV3, InceptionExtractor
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        source = FIDInceptionV3()
+    # The published file is a plain state dict of tensors (no num_batches_tracked in old saves).
+    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(state, path)
+    extractor = InceptionExtractor.from_file(path)
+    assert extractor.name.startswith("inception-v3-fid:")
+    assert torch.equal(extractor.net.Mixed_7c.branch_pool.conv.weight, source.Mixed_7c.branch_pool.conv.weight)
+    features = extractor(renders(2, seed=5))
+    assert features.shape == (2, 2048) and torch.isfinite(features).all()
+
+
+def test_unreadable_or_foreign_inception_weights_are_refused(tmp_path):
+    from t2i.evaluation.inception import InceptionExtractor
+
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read Inception weights"):
+        InceptionExtractor.from_file(broken)
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"conv.weight": torch.zeros(2, 2)}, foreign)
+    with pytest.raises(ValueError, match="is not the FID Inception-v3 weights file"):
+        InceptionExtractor.from_file(foreign)
+
+
+# -- comparability and caching ------------------------------------------------------------------------------
+
+
+def test_mismatched_sets_and_too_few_samples_are_refused(caplog):
+    g = torch.Generator().manual_seed(2)
+    a = FeatureSet(torch.randn(80, 8, generator=g), "clip:a", 32, "real")
+    with pytest.raises(ValueError, match="different extractors"):
+        fid(a, FeatureSet(torch.randn(80, 8, generator=g), "clip:b", 32, "fake"))
+    with pytest.raises(ValueError, match="different resolutions: real is 32 px, fake is 64 px"):
+        fid(a, FeatureSet(torch.randn(80, 8, generator=g), "clip:a", 64, "fake"))
+    with pytest.raises(ValueError, match="fake has 20 images; FID needs at least 50"):
+        fid(a, FeatureSet(torch.randn(20, 8, generator=g), "clip:a", 32, "fake"))
+    with caplog.at_level("WARNING", logger="t2i.evaluation"):
+        fid(a, FeatureSet(torch.randn(80, 8, generator=g), "clip:a", 32, "fake"))
+    assert "FID on 80 images is biased" in caplog.text
+
+
+class Counting:
+    """An extractor wrapper that counts the images it is asked for."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.resolution, self.dim, self.images = inner, inner.name, inner.resolution, inner.dim, 0
+
+    def __call__(self, images, **kwargs):
+        self.images += len(images)
+        return self.inner(images, **kwargs)
+
+
+def test_reference_features_are_cached_and_invalidated_when_the_data_changes(tmp_path, clip16):
+    from t2i.evaluation.reference import reference_features
+
+    data = write_shapes(tmp_path / "data", ShapesConfig(n=64, size=16, seed=4))
+    counting = Counting(clip16)
+    first = reference_features(data, counting, resolution=16, n=64, cache_dir=tmp_path / "cache")
+    assert counting.images == 64
+    again = reference_features(data, counting, resolution=16, n=64, cache_dir=tmp_path / "cache")
+    assert counting.images == 64 and torch.equal(first.features, again.features)  # reused
+    reference_features(data, counting, resolution=16, n=32, cache_dir=tmp_path / "cache")
+    assert counting.images == 96  # another n is another entry
+    Image.new("RGB", (16, 16), (0, 0, 0)).save(data / "images" / "000003.png")  # one image changes
+    changed = reference_features(data, counting, resolution=16, n=64, cache_dir=tmp_path / "cache")
+    assert counting.images == 160 and not torch.equal(first.features, changed.features)
