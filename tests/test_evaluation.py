@@ -15,6 +15,10 @@ from t2i.evaluation.clip import CLIP_PRESETS, ClipExtractor, ClipTrainConfig, tr
 from t2i.evaluation.metrics import FeatureSet, clip_score, fid, frechet_distance, kernel_distance
 from t2i.training.trainer import TrainConfig
 
+# The classifier fixture: enough fresh renders and steps for ≥ 98 % on 16-px renders (measured).
+CLASSIFIER_N_TRAIN = 10000
+CLASSIFIER_STEPS = 1500
+
 
 def renders(n, seed, size=16):
     return [img for img, _, _ in render_shapes(ShapesConfig(n=n, size=size, seed=seed))]
@@ -240,3 +244,147 @@ def test_reference_features_are_cached_and_invalidated_when_the_data_changes(tmp
     Image.new("RGB", (16, 16), (0, 0, 0)).save(data / "images" / "000003.png")  # one image changes
     changed = reference_features(data, counting, resolution=16, n=64, cache_dir=tmp_path / "cache")
     assert counting.images == 160 and not torch.equal(first.features, changed.features)
+
+
+# -- the shapes classifier and compositional accuracy ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def classifier16(tmp_path_factory):
+    """The shapes classifier at 16 px, trained once per session on fresh renders."""
+    from t2i.evaluation.shapes_classifier import (ShapesClassifierConfig, ShapesClassifierTrainConfig,
+                                                  train_shapes_classifier)
+
+    out = tmp_path_factory.mktemp("eval") / "classifier"
+    cfg = ShapesClassifierTrainConfig(model=ShapesClassifierConfig(image_size=16), n_train=CLASSIFIER_N_TRAIN,
+                                      n_test=1000, train=TrainConfig(steps=CLASSIFIER_STEPS, batch_size=64, lr=2e-3,
+                                                                     warmup_steps=50))
+    info = train_shapes_classifier(out, cfg)
+    return out, info
+
+
+def test_shapes_classifier_reads_fresh_renders(classifier16):
+    from t2i.evaluation.shapes_classifier import ShapesClassifier
+
+    folder, info = classifier16
+    accuracy = info["metrics"]["accuracy_on_fresh_renders"]  # 1,000 renders of a seed it never trained on
+    assert accuracy["exact"] >= 0.98, accuracy
+    assert min(accuracy.values()) >= 0.98, accuracy
+    model = ShapesClassifier.from_pretrained(folder)  # the saved folder reads the same
+    items = list(render_shapes(ShapesConfig(n=1, size=16, seed=5, p_two=1.0)))
+    reading = model.read([items[0][0]])[0]
+    assert {o["colour"] for o in reading} == {s["colour"] for s in items[0][2]["attributes"]["shapes"]}
+
+
+def test_compositional_checks_score_each_named_attribute():
+    from t2i.evaluation.compositional import ObjectSpec, PromptSpec, check, held_out_prompts
+
+    spec = PromptSpec((ObjectSpec("red", "circle"), ObjectSpec("blue", "square")), relation="above")
+    assert spec.text == "a red circle above a blue square"
+    red = {"colour": "red", "shape": "circle", "size": "small", "cx": 0.5, "cy": 0.2}
+    blue = {"colour": "blue", "shape": "square", "size": "large", "cx": 0.52, "cy": 0.7}
+    assert check([red, blue], spec) == {"count": True, "colour": True, "shape": True, "relation": True, "exact": True}
+    swapped = check([{**red, "cy": 0.8}, blue], spec)
+    assert swapped["relation"] is False and swapped["exact"] is False and swapped["shape"] is True
+    wrong_shape = check([{**red, "shape": "triangle"}, blue], spec)
+    assert wrong_shape["shape"] is False and wrong_shape["colour"] is True
+    assert check([red], spec)["count"] is False
+    specs = held_out_prompts()
+    assert len(specs) == 60 and specs == held_out_prompts()  # fixed
+    assert "a red circle" in [s.text for s in specs]
+
+
+# -- t2i eval and the training hook -------------------------------------------------------------------------
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "t2i.cli", *map(str, args)], capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=600)
+
+
+def test_t2i_eval_end_to_end_writes_metrics_report_and_curves(pipeline_dir, tiny_clip, classifier16, tmp_path):
+    out = tmp_path / "report"
+    r = run_cli("eval", pipeline_dir, "--out", out, "--n", 50, "--clip", tiny_clip[0], "--classifier", classifier16[0],
+                "--guidance", 1, 3, "--steps", 2, 4, "--compositional-images", 1, "--cache-dir", tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert "FID on 50 images per setting is biased" in r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 50 and metrics["fid_extractor"] == metrics["clip_model"]
+    assert metrics["fid_extractor"].startswith("clip:")
+    settings = {(s["steps"], s["guidance"]) for s in metrics["settings"]}
+    default = json.loads((pipeline_dir / "t2i.json").read_text())["defaults"]
+    assert settings == {(default["steps"], 1.0), (default["steps"], 3.0), (2, default["guidance"]),
+                        (4, default["guidance"])}
+    for s in metrics["settings"]:
+        assert s["n"] == 50 and np.isfinite(s["fid"]) and 0 <= s["clip_score"] <= 100
+        assert s["compositional"]["all"]["exact"]["n"] == 60
+        assert set(s["compositional"]["all"]) >= {"count", "colour", "shape", "size", "position", "relation"}
+    assert metrics["classifier"]["accuracy_on_renders"]["exact"] >= 0.95
+    assert (out / "fid_vs_clip_score.png").is_file() and (out / "fid_vs_nfe.png").is_file()
+    html = (out / "report.html").read_text()
+    assert metrics["fid_extractor"] in html and "grids/" in html
+    assert (tmp_path / "cache" / "reference").is_dir()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "/nonexistent/pipe"], "is not a pipeline folder"),
+    (["eval", "PIPE", "--n", "10"], "10 images per setting is below the floor of 50"),
+    (["eval", "PIPE", "--inception", "BROKEN", "--clip", "CLIP", "--n", "50"], "cannot read Inception weights"),
+    (["eval", "PIPE", "--data", "DATA32", "--clip", "CLIP", "--n", "50"],
+     "the data's images are 32×32 px but the pipeline makes 16×16 px"),
+])
+def test_t2i_eval_bad_input_gives_one_line_and_writes_nothing(args, message, pipeline_dir, tiny_clip, tmp_path,
+                                                              capsys):
+    from t2i.cli import main
+
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"\x80\x02garbage")
+    data32 = write_shapes(tmp_path / "data32", ShapesConfig(n=60, size=32, seed=1)) if "DATA32" in args else None
+    subst = {"PIPE": pipeline_dir, "BROKEN": broken, "CLIP": tiny_clip[0], "DATA32": data32}
+    out = tmp_path / "report"
+    code = main([str(subst.get(a, a)) for a in args] + ["--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                                                        "--compositional-images", "0"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("t2i: error:")]
+    assert code == 1 and len(errors) == 1 and message in errors[0], errors
+    assert not out.exists()
+
+
+def test_generator_training_logs_fid_and_clip_score(demo_run, tiny_clip, tmp_path):
+    from t2i.generator import GeneratorConfig, GeneratorTrainConfig, train_generator
+    from t2i.text import TextEncoderConfig
+
+    root = demo_run[0]
+    cfg = GeneratorTrainConfig(model=GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8),
+                               text=TextEncoderConfig(max_length=16),
+                               train=TrainConfig(steps=4, batch_size=8, warmup_steps=1, log_every=2),
+                               eval_every=2, eval_images=50, eval_clip=str(tiny_clip[0]))
+    info = train_generator(root / "data", root / "autoencoder", tmp_path / "gen", cfg)
+    rows = (tmp_path / "gen" / "eval_log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,fid,clip_score,n,extractor") and len(rows) == 3
+    assert [r["step"] for r in info["eval_during_training"]] == [2, 4]
+    with pytest.raises(ValueError, match="needs a CLIP folder"):
+        train_generator(root / "data", root / "autoencoder", tmp_path / "gen2",
+                        GeneratorTrainConfig(eval_every=2))
+    assert not (tmp_path / "gen2").exists()
+
+
+def test_cli_training_defaults_match_the_evaluator_configs():
+    from t2i.cli import parser
+    from t2i.evaluation.shapes_classifier import ShapesClassifierTrainConfig
+
+    for component, cfg in (("clip", ClipTrainConfig().train), ("shapes-classifier", ShapesClassifierTrainConfig().train)):
+        args = parser().parse_args(["train", component, "--out", "o"] + (["--data", "d"] if component == "clip" else []))
+        assert (args.steps, args.batch_size, args.lr, args.ema) == (cfg.steps, cfg.batch_size, cfg.lr, cfg.ema_decay)
+
+
+def test_t2i_eval_of_an_autoencoder_reports_psnr_ssim_and_rfid(demo_run, tiny_clip, tmp_path, capsys):
+    from t2i.cli import main
+
+    root = demo_run[0]
+    out = tmp_path / "ae_report"
+    assert main(["eval", str(root / "autoencoder"), "--data", str(root / "data"), "--clip", str(tiny_clip[0]),
+                 "--out", str(out), "--n", "100"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 100 and m["fid_extractor"].startswith("clip:")
+    assert 5 < m["psnr_db"] < 60 and -1 <= m["ssim"] <= 1 and m["rfid"] >= 0
+    assert "PSNR" in capsys.readouterr().out

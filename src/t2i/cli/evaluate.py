@@ -58,7 +58,7 @@ def run(args, command: str) -> None:
     cache_dir = args.cache_dir or default_cache_dir()
     if (args.model / "t2i_component.json").exists() and not (args.model / "model_index.json").exists():
         return _run_autoencoder(args, cache_dir)
-    from t2i.evaluation.evaluate import EvalConfig, run_eval
+    from t2i.evaluation.evaluate import EvalConfig, label, run_eval
 
     cfg = EvalConfig(n=args.n, n_real=args.n_real, batch_size=args.batch_size, seed=args.seed,
                      guidance=tuple(args.guidance or ()), samplers=tuple(args.sampler or ()),
@@ -69,8 +69,7 @@ def run(args, command: str) -> None:
     print(f"FID features: {metrics['fid_extractor']}; CLIP score: {metrics['clip_model']}; "
           f"{metrics['n']} images per setting, {metrics['n_real']} real")
     for s in metrics["settings"]:
-        line = (f"  {s['sampler']}, {s['steps']} steps, guidance {s['guidance']:g}: FID {s['fid']:.2f}, "
-                f"KID {s['kid']:.4f}, CLIP score {s['clip_score']:.2f}")
+        line = f"  {label(s)}: FID {s['fid']:.2f}, KID {s['kid']:.4f}, CLIP score {s['clip_score']:.2f}"
         if "compositional" in s:
             line += f", compositional exact {100 * s['compositional']['all']['exact']['accuracy']:.1f} %"
         print(line)

@@ -122,7 +122,7 @@ def register_clip(tsub) -> None:
     c.add_argument("--out", required=True, type=Path, help="CLIP folder to write")
     c.add_argument("--preset", choices=["tiny", "small"], default="small", help="model size")
     c.add_argument("--size", type=positive_int, default=32, help="image side in pixels the CLIP sees")
-    add_train_flags(c, steps=1500, batch_size=128, lr=1e-3, ema=0.0)
+    add_train_flags(c, steps=1000, batch_size=128, lr=1e-3, ema=0.0)
     c.set_defaults(run=run_clip)
 
 
@@ -144,8 +144,8 @@ def register_shapes_classifier(tsub) -> None:
                         "accuracy on other fresh renders. t2i eval uses it with --classifier DIR.")
     s.add_argument("--out", required=True, type=Path, help="classifier folder to write")
     s.add_argument("--size", type=positive_int, default=32, help="image side in pixels (that of the pipeline to judge)")
-    s.add_argument("--n-train", type=positive_int, default=20000, help="fresh renders to train on")
-    add_train_flags(s, steps=3000, batch_size=64, lr=2e-3, ema=0.0)
+    s.add_argument("--n-train", type=positive_int, default=10000, help="fresh renders to train on")
+    add_train_flags(s, steps=1500, batch_size=64, lr=2e-3, ema=0.0)
     s.set_defaults(run=run_shapes_classifier)
 
 

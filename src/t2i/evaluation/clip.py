@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from t2i.components import weights_digest, write_component_info
 from t2i.evaluation.features import FeatureExtractor, to_batch
+from t2i.training.trainer import TrainConfig
 
 log = logging.getLogger("t2i.evaluation")
 
@@ -49,16 +50,18 @@ class ClipConfig:
 
 # Size presets: a plain dict of small functions of the image size.
 CLIP_PRESETS = {
-    "tiny": lambda size: ClipConfig(image_size=size, patch_size=4, vision_width=64, vision_layers=2, text_width=64,
+    "tiny": lambda size: ClipConfig(image_size=size, patch_size=max(1, size // 4), vision_width=64, vision_layers=2, text_width=64,
                                     text_layers=1, heads=2, projection_dim=32),
-    "small": lambda size: ClipConfig(image_size=size, patch_size=4 if size <= 64 else 8),
+    # 4×4 patches whatever the size: 16 image tokens keep training a few minutes on a CPU.
+    "small": lambda size: ClipConfig(image_size=size, patch_size=max(1, size // 4), max_length=24),
 }
 
 
 @dataclass
 class ClipTrainConfig:
     model: ClipConfig = field(default_factory=ClipConfig)
-    train: object = None  # t2i.training.trainer.TrainConfig; None: TrainConfig(steps=1500, batch_size=128, lr=1e-3)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, batch_size=128, lr=1e-3,
+                                                                   warmup_steps=100, weight_decay=0.1))
     held_out: int = 256  # image–caption pairs kept out of training to measure retrieval accuracy
 
 
@@ -191,9 +194,9 @@ def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, 
 
     from t2i.data import dataset_fingerprint, load_image, scan_folder
     from t2i.text import minilm_path
-    from t2i.training.trainer import TrainConfig, random_batches, train
+    from t2i.training.trainer import random_batches, train
 
-    train_cfg = cfg.train or TrainConfig(steps=1500, batch_size=128, lr=1e-3, warmup_steps=100, weight_decay=0.1)
+    train_cfg = cfg.train
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     tokenizer.model_max_length = cfg.model.max_length
     model = build_clip(cfg.model, tokenizer, seed=train_cfg.seed)

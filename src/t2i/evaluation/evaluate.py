@@ -60,6 +60,8 @@ def settings_grid(defaults: dict, cfg: EvalConfig) -> list[dict]:
     """The settings to evaluate: the guidance sweep at default sampler/steps, then sampler × steps at
     default guidance; just the defaults when nothing is swept. Duplicates are dropped."""
     base = {k: defaults.get(k) for k in ("sampler", "steps", "guidance")}
+    if base["guidance"] is not None:
+        base["guidance"] = float(base["guidance"])
     settings = [{**base, "guidance": float(g)} for g in cfg.guidance]
     for sampler in cfg.samplers or (base["sampler"],):
         for steps in cfg.steps or (base["steps"],):
@@ -93,8 +95,12 @@ def generate(pipe, prompts: list[str], seeds: list[int], setting: dict, *, batch
     return images
 
 
-def _label(setting: dict) -> str:
-    return f"{setting['sampler']}, {setting['steps']} steps, guidance {setting['guidance']:g}"
+def label(setting: dict) -> str:
+    """"dpmpp_2m, 20 steps, guidance 2" (a variant without some of these settings shows "–")."""
+    def show(v):
+        return "–" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+    return f"{show(setting['sampler'])}, {show(setting['steps'])} steps, guidance {show(setting['guidance'])}"
 
 
 def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: EvalConfig, *,
@@ -156,13 +162,13 @@ def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: E
     }
     samples = {}
     for index, setting in enumerate(settings):
-        label = _label(setting)
-        log.info("setting %d/%d: %s", index + 1, len(settings), label)
+        name = label(setting)
+        log.info("setting %d/%d: %s", index + 1, len(settings), name)
         start = time.perf_counter()
-        images = generate(pipe, prompts, seeds, setting, batch_size=cfg.batch_size, desc=f"generate ({label})")
+        images = generate(pipe, prompts, seeds, setting, batch_size=cfg.batch_size, desc=f"generate ({name})")
         gen_seconds = time.perf_counter() - start
         fake = FeatureSet(evaluators.features(images, progress="features"), evaluators.features.name, size,
-                          f"pipeline ({label})")
+                          f"pipeline ({name})")
         check_comparable(real, fake, min_samples=cfg.min_samples, warn=False)  # warned once above
         kid_mean, kid_std = kernel_distance(real.features, fake.features, seed=cfg.seed)
         image_emb = fake.features if evaluators.clip is evaluators.features else evaluators.clip(images)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from t2i.evaluation.evaluate import label
 from t2i.pipeline.preview import grid, slug
 
 ATTRIBUTE_ORDER = ("count", "colour", "shape", "size", "position", "relation", "exact")
@@ -94,7 +95,7 @@ def render_report(folder: Path, metrics: dict, samples: dict) -> None:
                  data=html.escape(metrics["data"]), fp=metrics["data_fingerprint"], n=metrics["n"],
                  seed=metrics["seed"], n_real=metrics["n_real"], fx=html.escape(metrics["fid_extractor"]),
                  clip=html.escape(metrics["clip_model"]))]
-    rows = [[s["sampler"], s["steps"], f"{s['guidance']:g}", s["n"], f"{s['fid']:.2f}",
+    rows = [[s["sampler"], s["steps"], s["guidance"], s["n"], f"{s['fid']:.2f}",
              f"{s['kid']:.4f} ± {s['kid_std']:.4f}", f"{s['clip_score']:.2f}",
              _pct(s["compositional"]["all"], "exact") if "compositional" in s else "–", s["seconds"]]
             for s in settings]
@@ -126,7 +127,7 @@ def render_report(folder: Path, metrics: dict, samples: dict) -> None:
             for part in ("all", "seen_in_training", "absent_from_training"):
                 summary = s["compositional"][part]
                 n = summary.get("exact", {}).get("n", 0)
-                rows.append([f"{s['sampler']}, {s['steps']}, w={s['guidance']:g} · {part.replace('_', ' ')}", n,
+                rows.append([f"{label(s)} · {part.replace('_', ' ')}", n,
                              *(_pct(summary, a) for a in ATTRIBUTE_ORDER)])
         if own:
             rows.append([f"classifier on {own['n']} fresh renders (its own accuracy)", own["n"],
@@ -139,7 +140,7 @@ def render_report(folder: Path, metrics: dict, samples: dict) -> None:
     grids = folder / "grids"
     grids.mkdir()
     for index, s in enumerate(settings):
-        parts.append(f"<h3>{html.escape(s['sampler'])}, {s['steps']} steps, guidance {s['guidance']:g}</h3>")
+        parts.append(f"<h3>{html.escape(label(s))}</h3>")
         held = samples.get(index, {}).get("held_out", {})
         for prompt, images in list(held.items())[:: max(1, len(held) // 12)][:12]:
             name = f"grids/{index}_{slug(prompt)}.png"

@@ -21,6 +21,7 @@ from torch import nn
 from t2i.components import write_component_info
 from t2i.data.shapes import BACKGROUND, COLOURS, SHAPES, SIZES, ShapesConfig, render_shapes
 from t2i.evaluation.features import to_batch
+from t2i.training.trainer import TrainConfig
 
 log = logging.getLogger("t2i.evaluation")
 
@@ -162,17 +163,17 @@ def classifier_loss(model: nn.Module, batch: dict, generator: torch.Generator) -
 @dataclass
 class ShapesClassifierTrainConfig:
     model: ShapesClassifierConfig = field(default_factory=ShapesClassifierConfig)
-    n_train: int = 20000  # fresh renders to train on
+    n_train: int = 10000  # fresh renders to train on
     n_test: int = 1000  # fresh renders (another seed) to measure its accuracy on
-    train: object = None  # t2i.training.trainer.TrainConfig; None: 3000 steps of 64 at lr 2e-3
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1500, batch_size=64, lr=2e-3, warmup_steps=50))
 
 
 def train_shapes_classifier(out_dir: str | Path, cfg: ShapesClassifierTrainConfig, *, command: str | None = None) -> dict:
     """Render ground truth, train the classifier, measure it on fresh renders, save the component folder."""
     from t2i.evaluation.compositional import reading_accuracy
-    from t2i.training.trainer import TrainConfig, random_batches, train
+    from t2i.training.trainer import random_batches, train
 
-    train_cfg = cfg.train or TrainConfig(steps=3000, batch_size=64, lr=2e-3, warmup_steps=100)
+    train_cfg = cfg.train
     side = cfg.model.image_size
     _, attributes, pixels = rendered_set(cfg.n_train, render_size=side, image_size=side, seed=TRAIN_SEED)
     per_image = [targets(a["shapes"], side) for a in attributes]
