@@ -145,7 +145,7 @@ def register_shapes_classifier(tsub) -> None:
     s.add_argument("--out", required=True, type=Path, help="classifier folder to write")
     s.add_argument("--size", type=positive_int, default=32, help="image side in pixels (that of the pipeline to judge)")
     s.add_argument("--n-train", type=positive_int, default=10000, help="fresh renders to train on")
-    add_train_flags(s, steps=1500, batch_size=64, lr=2e-3, ema=0.0)
+    add_train_flags(s, steps=1500, batch_size=128, lr=2e-3, ema=0.0)
     s.set_defaults(run=run_shapes_classifier)
 
 

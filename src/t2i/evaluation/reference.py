@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from t2i.data import Record, dataset_fingerprint, load_image, scan_folder
 from t2i.evaluation.features import FeatureExtractor
@@ -60,14 +60,11 @@ def reference_features(data_dir: str | Path, extractor: FeatureExtractor, *, res
         path = Path(cache_dir) / "reference" / _slug(f"{fingerprint}-{extractor.name}-{resolution}px-n{n}-s{seed}.safetensors")
         if path.is_file():
             try:
-                tensors = load_file(path)
-                from safetensors import safe_open
-
                 with safe_open(path, "pt") as f:
-                    stored = json.loads(f.metadata()["key"])
-                if stored == key:
-                    log.info("using cached reference features %s", path)
-                    return FeatureSet(tensors["features"], extractor.name, resolution, f"{data_dir} ({n} real images)")
+                    if json.loads(f.metadata()["key"]) == key:
+                        log.info("using cached reference features %s", path)
+                        return FeatureSet(f.get_tensor("features"), extractor.name, resolution,
+                                          f"{data_dir} ({n} real images)")
             except Exception as e:  # a damaged cache entry is recomputed, never trusted
                 log.warning("ignoring unreadable cache entry %s (%s)", path, e)
     subset = evaluation_subset(records, n, seed=seed)
