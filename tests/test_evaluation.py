@@ -37,7 +37,7 @@ def tiny_clip(shapes16, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("eval") / "clip"
     assert main(["train", "clip", "--data", str(shapes16), "--out", str(out), "--preset", "tiny", "--size", "16",
-                 "--steps", "150", "--batch-size", "64", "--lr", "2e-3"]) == 0
+                 "--steps", "150", "--batch-size", "64", "--lr", "2e-3", "--checkpoint-every", "0"]) == 0
     return out, json.loads((out / "t2i_component.json").read_text())
 
 
@@ -258,7 +258,7 @@ def classifier16(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("eval") / "classifier"
     assert main(["train", "shapes-classifier", "--out", str(out), "--size", "16", "--n-train", str(CLASSIFIER_N_TRAIN),
-                 "--steps", str(CLASSIFIER_STEPS), "--lr", "3e-3"]) == 0
+                 "--steps", str(CLASSIFIER_STEPS), "--lr", "3e-3", "--checkpoint-every", "0"]) == 0
     return out, json.loads((out / "t2i_component.json").read_text())
 
 

@@ -130,7 +130,10 @@ def run_clip(args, command: str) -> None:
     from t2i.evaluation.clip import CLIP_PRESETS, ClipTrainConfig, train_clip
 
     cfg = ClipTrainConfig(model=CLIP_PRESETS[args.preset](args.size), train=train_config(args, weight_decay=0.1))
-    info = train_clip(args.data, args.out, cfg, command=command)
+    info = train_clip(args.data, args.out, cfg, command=command, resume=args.resume,
+                      reset_data_position=args.reset_data_position)
+    if report_stop(info, command) or not is_main_process():
+        return
     m = info["metrics"]
     print(f"clip: held-out image-to-caption top-1 {100 * m['held_out_retrieval_top1']:.1f} % over "
           f"{m['held_out_pairs']} pairs, wrote {args.out}")
@@ -155,7 +158,10 @@ def run_shapes_classifier(args, command: str) -> None:
 
     cfg = ShapesClassifierTrainConfig(model=ShapesClassifierConfig(image_size=args.size), n_train=args.n_train,
                                       train=train_config(args))
-    info = train_shapes_classifier(args.out, cfg, command=command)
+    info = train_shapes_classifier(args.out, cfg, command=command, resume=args.resume,
+                                   reset_data_position=args.reset_data_position)
+    if report_stop(info, command) or not is_main_process():
+        return
     acc = info["metrics"]["accuracy_on_fresh_renders"]
     print("shapes classifier on fresh renders: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in acc.items())
           + f"; wrote {args.out}")

@@ -188,8 +188,12 @@ def _write_image_processor(folder: Path, size: int) -> None:
     (folder / "preprocessor_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, *, command: str | None = None) -> dict:
-    """Train a small CLIPModel on a dataset's image–caption pairs and save it as a CLIPModel folder."""
+def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, *, command: str | None = None,
+               resume: bool | str | Path = False, reset_data_position: bool = False) -> dict:
+    """Train a small CLIPModel on a dataset's image–caption pairs and save it as a CLIPModel folder.
+
+    `resume`/`reset_data_position`: see `t2i.training.trainer.train`. A run stopped by a signal returns
+    {"stopped": ...} and writes no model."""
     from transformers import AutoTokenizer
 
     from t2i.data import dataset_fingerprint, load_image, scan_folder
@@ -214,9 +218,14 @@ def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, 
                "attention_mask": tokens["attention_mask"][held:], "caption_id": caption_id[held:]}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = train(model, contrastive_loss, random_batches(tensors, train_cfg.batch_size, seed=train_cfg.seed),
-                   train_cfg, log_dir=out_dir, desc="clip")
-    model.eval()
+    result = train(model, contrastive_loss, random_batches(tensors, train_cfg.micro_batch_size, seed=train_cfg.seed),
+                   train_cfg, log_dir=out_dir, desc="clip", resume=resume, reset_data_position=reset_data_position,
+                   data_fingerprint=dataset_fingerprint(data_dir))
+    if result.stopped:
+        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
+    if not result.is_main_process:
+        return {"component": "clip", "is_main_process": False}
+    model.cpu().eval()
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     _write_image_processor(out_dir, size)

@@ -183,8 +183,12 @@ class ShapesClassifierTrainConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1500, batch_size=128, lr=2e-3, warmup_steps=50))
 
 
-def train_shapes_classifier(out_dir: str | Path, cfg: ShapesClassifierTrainConfig, *, command: str | None = None) -> dict:
-    """Render ground truth, train the classifier, measure it on fresh renders, save the component folder."""
+def train_shapes_classifier(out_dir: str | Path, cfg: ShapesClassifierTrainConfig, *, command: str | None = None,
+                            resume: bool | str | Path = False, reset_data_position: bool = False) -> dict:
+    """Render ground truth, train the classifier, measure it on fresh renders, save the component folder.
+
+    `resume`/`reset_data_position`: see `t2i.training.trainer.train`; a run stopped by a signal returns
+    {"stopped": ...} and writes no model."""
     from t2i.evaluation.compositional import reading_accuracy
     from t2i.training.trainer import random_batches, train
 
@@ -198,9 +202,14 @@ def train_shapes_classifier(out_dir: str | Path, cfg: ShapesClassifierTrainConfi
         model = ShapesClassifier(cfg.model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = train(model, classifier_loss, random_batches(tensors, train_cfg.batch_size, seed=train_cfg.seed),
-                   train_cfg, log_dir=out_dir, desc="shapes classifier")
-    model.eval().requires_grad_(False)
+    result = train(model, classifier_loss, random_batches(tensors, train_cfg.micro_batch_size, seed=train_cfg.seed),
+                   train_cfg, log_dir=out_dir, desc="shapes classifier", resume=resume,
+                   reset_data_position=reset_data_position)
+    if result.stopped:
+        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
+    if not result.is_main_process:
+        return {"component": "shapes-classifier", "is_main_process": False}
+    model.cpu().eval().requires_grad_(False)
     model.save_pretrained(out_dir)
     test_images, test_attributes, _ = rendered_set(cfg.n_test, render_size=side, image_size=side, seed=TEST_SEED)
     accuracy = reading_accuracy(model, test_images, test_attributes)
