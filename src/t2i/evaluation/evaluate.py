@@ -104,12 +104,13 @@ def label(setting: dict) -> str:
 
 
 def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: EvalConfig, *,
-                      cache_dir: str | Path | None) -> tuple[dict, dict]:
+                      cache_dir: str | Path | None, records=None) -> tuple[dict, dict]:
     """Generate and measure every setting. Returns (metrics, samples): metrics as written to metrics.json,
     samples = {setting index: {prompt: [images]}} for the report's grids."""
     data_dir = Path(data_dir)
     size = pipe.image_size
-    records, _ = scan_folder(data_dir, verify=False)
+    if records is None:
+        records, _ = scan_folder(data_dir, verify=False)
     width, height = data_image_size(records)
     if (width, height) != (size, size):
         raise ValueError(f"the data's images are {width}×{height} px but the pipeline makes {size}×{size} px; FID "
@@ -129,13 +130,16 @@ def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: E
     n_real = min(cfg.n_real, len(records))
     if n_real < cfg.min_samples:
         raise ValueError(f"the data has {len(records)} usable images; FID needs at least {cfg.min_samples}")
-    real = reference_features(data_dir, evaluators.features, resolution=size, n=n_real, cache_dir=cache_dir)
+    fingerprint = dataset_fingerprint(data_dir)
+    real = reference_features(data_dir, evaluators.features, resolution=size, n=n_real, cache_dir=cache_dir,
+                              records=records, fingerprint=fingerprint)
     subset = evaluation_subset(records, cfg.n)
     prompts = [r.caption for r in subset]
     seeds = [cfg.seed + i for i in range(cfg.n)]
     text = evaluators.clip.text_features(prompts)
     # The ceiling: CLIP score of the real images with their own captions.
-    real_clip = reference_features(data_dir, evaluators.clip, resolution=size, n=n_real, cache_dir=cache_dir)
+    real_clip = reference_features(data_dir, evaluators.clip, resolution=size, n=n_real, cache_dir=cache_dir,
+                                   records=records, fingerprint=fingerprint)
     real_subset = evaluation_subset(records, n_real)
     real_text = evaluators.clip.text_features([r.caption for r in real_subset])
 
@@ -148,7 +152,7 @@ def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: E
         "model": "",
         "variant": pipe.info.get("variant", "latent"),
         "data": str(data_dir),
-        "data_fingerprint": dataset_fingerprint(data_dir),
+        "data_fingerprint": fingerprint,
         "image_size": size,
         "n": cfg.n,
         "n_real": n_real,
@@ -299,7 +303,7 @@ def run_eval(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig, *, dat
         evaluators.classifier = ShapesClassifier.from_pretrained(folder)
         evaluators.classifier_info = {"folder": str(folder), "accuracy_on_renders": classifier_accuracy_on_renders(
             evaluators.classifier, render_size=pipe.image_size, n=cfg.classifier_renders)}
-    metrics, samples = evaluate_pipeline(pipe, data_dir, evaluators, cfg, cache_dir=cache_dir)
+    metrics, samples = evaluate_pipeline(pipe, data_dir, evaluators, cfg, cache_dir=cache_dir, records=records)
     metrics["model"] = str(model_dir)
     metrics["command"] = command
     write_report(out_dir, metrics, samples)

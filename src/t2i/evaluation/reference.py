@@ -48,12 +48,16 @@ def _slug(text: str) -> str:
 
 
 def reference_features(data_dir: str | Path, extractor: FeatureExtractor, *, resolution: int, n: int,
-                       cache_dir: str | Path | None, seed: int = 0) -> FeatureSet:
-    """Features of the folder's fixed evaluation subset of n images, loaded at `resolution`, cached on disk."""
+                       cache_dir: str | Path | None, seed: int = 0, records: list[Record] | None = None,
+                       fingerprint: str | None = None) -> FeatureSet:
+    """Features of the folder's fixed evaluation subset of n images, loaded at `resolution`, cached on disk.
+
+    `records` and `fingerprint`, when the caller has them, save scanning and hashing the folder again."""
     data_dir = Path(data_dir)
-    records, _ = scan_folder(data_dir, verify=False)
+    if records is None:
+        records, _ = scan_folder(data_dir, verify=False)
     n = min(n, len(records))
-    fingerprint = dataset_fingerprint(data_dir)
+    fingerprint = fingerprint or dataset_fingerprint(data_dir)
     key = {"data": fingerprint, "extractor": extractor.name, "resolution": resolution, "n": n, "seed": seed}
     path = None
     if cache_dir is not None:
