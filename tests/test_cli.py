@@ -109,3 +109,7 @@ def test_training_flag_defaults_match_the_component_configs():
         args = parser().parse_args(["train", component, "--data", "d", "--out", "o", "--autoencoder", "a"]
                                    if component == "generator" else ["train", component, "--data", "d", "--out", "o"])
         assert (args.steps, args.batch_size, args.lr, args.ema) == (cfg.steps, cfg.batch_size, cfg.lr, cfg.ema_decay), component
+    model = GeneratorTrainConfig().model
+    assert (args.prediction, args.beta_schedule, args.caption_dropout, args.min_snr_gamma, args.pooled_text_heads) == (
+        model.prediction_type, model.schedule.beta_schedule, model.caption_dropout, model.min_snr_gamma,
+        model.pooled_text_heads)

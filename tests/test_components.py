@@ -109,9 +109,10 @@ def test_scaling_factor_gives_unit_variance_latents(autoencoder, shapes):
 # -- generator ------------------------------------------------------------------------------------
 
 
-def _generator_cfg(source="minilm", steps=40, prediction_type="v_prediction"):
+def _generator_cfg(source="minilm", steps=40, prediction_type="v_prediction", pooled_text_heads=0):
     return GeneratorTrainConfig(
-        model=GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8, prediction_type=prediction_type),
+        model=GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8, prediction_type=prediction_type,
+                              pooled_text_heads=pooled_text_heads),
         text=TextEncoderConfig(source=source, max_length=16, scratch_hidden_size=32, scratch_heads=2),
         train=TrainConfig(steps=steps, batch_size=16, lr=2e-3, warmup_steps=4, ema_decay=0.9, log_every=10))
 
@@ -140,6 +141,43 @@ def test_generator_trains_with_epsilon_prediction_and_composes(autoencoder, shap
     assert pipe.prediction_type == "epsilon"
     (img,) = pipe("a red circle", seed=0, steps=4)
     assert img.size == (16, 16)
+
+
+def test_pooled_text_generator_trains_composes_and_diffusers_agrees(autoencoder, shapes, tmp_path):
+    """The prompt's attention-pooled summary feeds the timestep embedding; diffusers' pipeline runs it unchanged."""
+    import numpy as np
+    from diffusers import StableDiffusionPipeline
+
+    import t2i
+    from t2i.pipeline import compose
+    from t2i.sampling import per_image_randn
+
+    ae_dir, _ = autoencoder
+    info = train_generator(shapes, ae_dir, tmp_path / "gen", _generator_cfg(steps=20, pooled_text_heads=6))
+    assert info["losses"][-1] < info["losses"][0]
+    pipe = t2i.load(compose(tmp_path / "gen", tmp_path / "pipe"))
+    assert pipe.unet.config.addition_embed_type == "text"
+    pool = pipe.unet.add_embedding.pool
+    assert pool.num_heads == 6 and pool.k_proj.in_features == 384  # pooled over the text width, not projected
+    seeds = [0, 1]
+    ours = pipe(["a red circle", "a blue square"], seed=seeds, steps=6, guidance=3.0, sampler="dpmpp_2m")
+    h = pipe.image_size // pipe.vae_factor
+    latents = per_image_randn((4, h, h), [torch.Generator().manual_seed(s) for s in seeds])
+    sd = StableDiffusionPipeline.from_pretrained(tmp_path / "pipe", safety_checker=None)
+    theirs = sd(["a red circle", "a blue square"], num_inference_steps=6, guidance_scale=3.0, latents=latents).images
+    diff = np.abs(np.stack([np.asarray(i, np.int16) for i in ours]) - np.stack([np.asarray(i, np.int16) for i in theirs]))
+    assert diff.max() <= 2
+    with torch.no_grad():  # and the pooled path is live: changing it changes the images
+        pipe.unet.add_embedding.proj.weight.mul_(3)
+    (changed,) = pipe("a red circle", seed=0, steps=6, guidance=3.0)
+    assert np.abs(np.asarray(changed, np.int16) - np.asarray(ours[0], np.int16)).max() > 0
+
+
+def test_bad_pooled_text_heads_are_refused():
+    from t2i.generator import build_unet
+
+    with pytest.raises(ValueError, match="pooled_text_heads 5 does not divide the text width 384"):
+        build_unet(GeneratorConfig(pooled_text_heads=5), sample_size=8, latent_channels=4, cross_attention_dim=384)
 
 
 def test_generator_trains_a_scratch_text_encoder_jointly(autoencoder, shapes, tmp_path):

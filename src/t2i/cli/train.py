@@ -74,8 +74,14 @@ def register_generator(tsub) -> None:
     g.add_argument("--preset", choices=["tiny", "small", "base"], default="small", help="U-Net size")
     g.add_argument("--prediction", choices=["v_prediction", "epsilon"], default="v_prediction",
                    help="what the network predicts")
+    g.add_argument("--beta-schedule", choices=["squaredcos_cap_v2", "scaled_linear", "linear"],
+                   default="squaredcos_cap_v2", help="noise schedule: cosine (Nichol & Dhariwal; ends in pure noise) "
+                   "or Stable Diffusion's scaled_linear")
     g.add_argument("--caption-dropout", type=fraction, default=0.1, help="share of empty-prompt training samples")
     g.add_argument("--min-snr-gamma", type=float, default=5.0, help="Min-SNR-γ loss weighting (0: plain MSE)")
+    g.add_argument("--pooled-text-heads", type=int, default=0,
+                   help="also add an attention-pooled summary of the prompt to the timestep embedding, with this many "
+                   "heads (must divide the text width; 0: cross-attention only). diffusers' pipeline runs either")
     add_train_flags(g, steps=1200, batch_size=64, lr=2e-3, ema=0.999)
     g.add_argument("--sample-every", type=non_negative_int, default=0,
                    help="steps between sample grids of four training captions in OUT/samples (0: none)")
@@ -96,7 +102,8 @@ def run_generator(args, command: str) -> None:
 
     model = GENERATOR_PRESETS[args.preset]()
     model.prediction_type, model.caption_dropout = args.prediction, args.caption_dropout
-    model.min_snr_gamma = args.min_snr_gamma
+    model.min_snr_gamma, model.pooled_text_heads = args.min_snr_gamma, args.pooled_text_heads
+    model.schedule.beta_schedule = args.beta_schedule
     cfg = GeneratorTrainConfig(model=model, text=TextEncoderConfig(source=args.text_encoder, max_length=args.max_length),
                                train=train_config(args, sample_every=args.sample_every),
                                cache_shard_rows=args.cache_shard_rows, eval_every=args.eval_every,

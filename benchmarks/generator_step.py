@@ -1,0 +1,74 @@
+"""Cost of one generator training step (forward, backward, AdamW) for U-Net variants, as a ratio to the default.
+
+The variants run interleaved in one process, so contention from other processes shifts them alike and the
+ratios hold even when absolute times do not (run it alone for absolute times):
+    default        the demo's GeneratorConfig
+    pooled-text    + the attention-pooled prompt added to the timestep embedding (pooled_text_heads=6)
+    channels-last  the default with channels_last memory format
+
+    python benchmarks/generator_step.py --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from t2i.generator import GeneratorConfig, build_unet
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=64, help="samples per step")
+    p.add_argument("--latent-size", type=int, default=8, help="latent side (32 px images, autoencoder factor 4)")
+    p.add_argument("--tokens", type=int, default=16, help="prompt length in tokens")
+    p.add_argument("--text-width", type=int, default=384, help="text embedding width (MiniLM: 384)")
+    p.add_argument("--repeats", type=int, default=6, help="timed rounds; each times 3 steps of every variant")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    def unet(**changes):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return build_unet(GeneratorConfig(**changes), sample_size=args.latent_size, latent_channels=4,
+                              cross_attention_dim=args.text_width)
+
+    variants = {"default": unet(), "pooled-text": unet(pooled_text_heads=6),
+                "channels-last": unet().to(memory_format=torch.channels_last)}
+    g = torch.Generator().manual_seed(0)
+    b = args.batch_size
+    x = torch.randn(b, 4, args.latent_size, args.latent_size, generator=g)
+    t = torch.randint(0, 1000, (b,), generator=g)
+    text = torch.randn(b, args.tokens, args.text_width, generator=g)
+    optimisers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in variants.items()}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(args.repeats + 1):  # the first round warms up
+        for k, model in variants.items():
+            start = time.perf_counter()
+            for _ in range(3):
+                model(x, t, encoder_hidden_states=text).sample.pow(2).mean().backward()
+                optimisers[k].step()
+                optimisers[k].zero_grad(set_to_none=True)
+            if r:
+                times[k].append((time.perf_counter() - start) / 3)
+    base = statistics.median(times["default"])
+    rows = [{"variant": k, "ms_per_step": 1000 * statistics.median(v), "ratio": statistics.median(v) / base,
+             "parameters": sum(q.numel() for q in variants[k].parameters())} for k, v in times.items()]
+    print(f"batch {b}, {args.latent_size}×{args.latent_size} latents, {args.tokens} tokens × {args.text_width}, "
+          f"{args.threads} thread(s); median of {args.repeats} rounds")
+    print(f"{'variant':<16}{'ms/step':>9}{'ratio':>7}{'params':>11}")
+    for row in rows:
+        print(f"{row['variant']:<16}{row['ms_per_step']:>9.1f}{row['ratio']:>7.2f}{row['parameters']:>11,}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
