@@ -16,6 +16,7 @@ from t2i.autoencoder.model import (
     psnr,
 )
 from t2i.components import write_component_info
+from t2i.data.layout import TRAIN
 from t2i.data.sources import ImageRows, open_source
 from t2i.training.batches import sample_randn
 from t2i.training.trainer import TrainConfig, random_batches, resume_point, train
@@ -53,11 +54,12 @@ def autoencoder_loss(kl_weight: float, pixel_loss: str = "mse"):
 
 def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: AutoencoderTrainConfig,
                       *, command: str | None = None, resume: bool | str | Path = False,
-                      reset_data_position: bool = False) -> dict:
+                      reset_data_position: bool = False, split: str | None = TRAIN) -> dict:
     """Train, measure the latent scaling factor and held-out PSNR, and save the component folder.
 
     `data_dir`: any source `open_source` reads (imagefolder, WebDataset shards, a `datasets` folder);
-    images are decoded batch by batch, never all at once. `resume`/`reset_data_position`: see
+    images are decoded batch by batch, never all at once. `split`: only the rows of that split are used
+    ("train" by default, so rows marked "held_out" are never seen, not even for the PSNR; None: all). `resume`/`reset_data_position`: see
     `t2i.training.trainer.train`. A run stopped by SIGTERM/SIGINT returns {"stopped": ...} and the
     checkpoint to resume from, and writes no component; ranks > 0 of a multi-process run write nothing.
     """
@@ -66,7 +68,7 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         vae = build_autoencoder(cfg.model)  # first: a bad config fails before any data is read
-    source = open_source(data_dir)
+    source = open_source(data_dir, split=split)
     held = min(cfg.held_out, len(source) // 10)
     train_images = ImageRows(source, cfg.model.image_size, range(held, len(source)))
     test_images = ImageRows(source, cfg.model.image_size, range(held))[torch.arange(held)]  # (held, 3, S, S)
@@ -105,6 +107,7 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
         "latent_channels": cfg.model.latent_channels,
         "image_size": cfg.model.image_size,
         "data": str(data_dir),
+        "data_split": split,
         "data_fingerprint": fingerprint,
         "data_report": source.report.summary(),
         "config": asdict(cfg),

@@ -66,6 +66,19 @@ def add_train_flags(p: argparse.ArgumentParser, *, steps: int, batch_size: int, 
                    "beginning (needed after changing the dataset, the batch size or the number of processes)")
 
 
+def add_split_flag(p: argparse.ArgumentParser) -> None:
+    """--split: which rows of an imagefolder a training command reads (see t2i.data.layout.row_split)."""
+    p.add_argument("--split", default="train", metavar="NAME",
+                   help="train only on the rows of this split: an imagefolder's metadata.jsonl may mark rows with "
+                   "a \"split\" field (rows without one are \"train\"; t2i data emoji holds out a fixed tenth as "
+                   "\"held_out\"); 'all' reads every row")
+
+
+def split_arg(args) -> str | None:
+    """The split to pass to the library: None for 'all'."""
+    return None if args.split == "all" else args.split
+
+
 def train_config(args, **extra):
     """A TrainConfig from the flags of `add_train_flags`."""
     from t2i.training.trainer import TrainConfig

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from t2i.cli.common import (
     Help,
+    add_split_flag,
     add_train_flags,
     fraction,
     is_main_process,
     non_negative_int,
     positive_int,
     report_stop,
+    split_arg,
     train_config,
 )
 
@@ -36,8 +38,9 @@ def register_autoencoder(tsub) -> None:
                         description="Trains diffusers' AutoencoderKL with MSE reconstruction + a light KL, measures "
                         "the latent scaling factor on the data and held-out PSNR, and saves a component folder.")
     a.add_argument("--data", required=True, type=Path, help=DATA_HELP)
+    add_split_flag(a)
     a.add_argument("--out", required=True, type=Path, help="component folder to write")
-    a.add_argument("--preset", choices=["tiny", "small", "base"], default="small", help="model size")
+    a.add_argument("--preset", choices=["tiny", "small", "medium", "base"], default="small", help="model size")
     a.add_argument("--size", type=positive_int, default=32, help="training resolution in pixels")
     add_train_flags(a, steps=800, batch_size=16, lr=2e-3, ema=0.0)
     a.add_argument("--pixel-loss", choices=["mse", "l1"], default="mse", help="reconstruction loss")
@@ -54,7 +57,7 @@ def run_autoencoder(args, command: str) -> None:
                                  kl_weight=args.kl_weight, pixel_loss=args.pixel_loss,
                                  normalise_channels=args.normalise_channels)
     info = train_autoencoder(args.data, args.out, cfg, command=command, resume=args.resume,
-                             reset_data_position=args.reset_data_position)
+                             reset_data_position=args.reset_data_position, split=split_arg(args))
     if report_stop(info, command) or not is_main_process():
         return
     print(f"autoencoder: held-out PSNR {info['metrics']['psnr_held_out']:.2f} dB, "
@@ -66,12 +69,13 @@ def register_generator(tsub) -> None:
                         description="Caches the autoencoder's latents and the text encoder's embeddings once, then "
                         "trains a UNet2DConditionModel with caption dropout (for classifier-free guidance) and EMA.")
     g.add_argument("--data", required=True, type=Path, help=DATA_HELP)
+    add_split_flag(g)
     g.add_argument("--autoencoder", required=True, type=Path, help="autoencoder component folder")
     g.add_argument("--out", required=True, type=Path, help="component folder to write")
     g.add_argument("--text-encoder", default="minilm",
                    help="'minilm' (pretrained, bundled), 'scratch' (trained jointly), or a local transformers folder")
     g.add_argument("--max-length", type=positive_int, default=32, help="prompt length in tokens")
-    g.add_argument("--preset", choices=["tiny", "small", "base"], default="small", help="U-Net size")
+    g.add_argument("--preset", choices=["tiny", "small", "medium", "base"], default="small", help="U-Net size")
     g.add_argument("--prediction", choices=["v_prediction", "epsilon"], default="v_prediction",
                    help="what the network predicts")
     g.add_argument("--beta-schedule", choices=["squaredcos_cap_v2", "scaled_linear", "linear"],
@@ -109,7 +113,7 @@ def run_generator(args, command: str) -> None:
                                cache_shard_rows=args.cache_shard_rows, eval_every=args.eval_every,
                                eval_images=args.eval_images, eval_clip=str(args.eval_clip) if args.eval_clip else None)
     info = train_generator(args.data, args.autoencoder, args.out, cfg, cache_dir=args.cache_dir, command=command,
-                           resume=args.resume, reset_data_position=args.reset_data_position)
+                           resume=args.resume, reset_data_position=args.reset_data_position, split=split_arg(args))
     if report_stop(info, command) or not is_main_process():
         return
     print(f"generator: final loss {info['metrics']['final_loss']:.4f}, wrote {args.out}")

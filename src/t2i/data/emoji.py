@@ -1,27 +1,34 @@
-"""Real images no one here drew: the glyphs of a colour-emoji font, captioned with their Unicode names.
+"""Real images no one here drew: the glyphs of a colour-emoji font, captioned with their names in plain words.
 
-Single code points ("grinning face"), flags ("flag of france") and skin-tone variants
-("thumbs up sign, medium skin tone"), each kept only if the font draws it as one non-empty image.
+Which emoji exist, and their names, come from the PyPI package `emoji` (Unicode's emoji list with CLDR
+short names, "thumbs up: medium skin tone", and GitHub/Slack-style aliases, "thumbsup"). Every fully
+qualified emoji is tried: single code points, skin-tone variants, flags (region pairs and tag sequences),
+keycaps and ZWJ sequences, each kept only if the font draws it as one new non-empty image. Each row gets
+several captions (CLDR name, Unicode character name, aliases) and a fixed split (`emoji_split`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 import shutil
 import subprocess
 import unicodedata
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
 import PIL
+import PIL.features
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
-from t2i.data.layout import DataError, fit_square, write_layout
+from t2i.data.layout import TRAIN, DataError, fit_square, write_layout
 
 # Noto Color Emoji is a bitmap (CBDT) font whose strikes exist only at 109 px; FreeType refuses other sizes.
 FONT_PIXELS = 109
+HELD_OUT = "held_out"  # the split never used in training
+HELD_OUT_FRACTION = 0.1  # share of emoji groups (an emoji with all its skin tones) held out
 SKIN_TONES = {  # Fitzpatrick modifiers, named as in Unicode's CLDR short names
     0x1F3FB: "light skin tone",
     0x1F3FC: "medium-light skin tone",
@@ -29,24 +36,12 @@ SKIN_TONES = {  # Fitzpatrick modifiers, named as in Unicode's CLDR short names
     0x1F3FE: "medium-dark skin tone",
     0x1F3FF: "dark skin tone",
 }
+_VS16 = 0xFE0F  # emoji presentation selector: in the emoji list's sequences, not in the font's
+_ZWJ, _KEYCAP, _BLACK_FLAG = 0x200D, 0x20E3, 0x1F3F4
 _REGIONAL_A, _REGIONAL_Z = 0x1F1E6, 0x1F1FF
-# Code points that are parts of sequences, not images by themselves.
-_NOT_EMOJI = {0x200D, 0x20E3, 0xFE0E, 0xFE0F}  # ZWJ, combining keycap, variation selectors
-_HAIR_COMPONENTS = range(0x1F9B0, 0x1F9B4)  # red, curly, bald, white hair: only meaningful inside a ZWJ sequence
-_TAGS = range(0xE0000, 0xE0080)
-# Regions that have a flag emoji but no ISO 3166-1 entry (Unicode's CLDR names).
-_EXTRA_REGIONS = {
-    "AC": "Ascension Island",
-    "CP": "Clipperton Island",
-    "DG": "Diego Garcia",
-    "EA": "Ceuta and Melilla",
-    "EU": "European Union",
-    "IC": "Canary Islands",
-    "TA": "Tristan da Cunha",
-    "UN": "United Nations",
-    "XK": "Kosovo",
-}
-_COUNTRY_FILES = (Path("/usr/share/iso-codes/json/iso_3166-1.json"), Path("/usr/share/zoneinfo/iso3166.tab"))
+_TAGS = range(0xE0020, 0xE0080)
+_TONE_WORDS = re.compile(r" ((?:medium-)?(?:light|dark)|medium) skin tone")
+_SPLIT_SALT = "t2i emoji split v1"  # changing it would reshuffle the held-out set: never change it
 
 
 def find_emoji_font() -> Path:
@@ -70,27 +65,72 @@ def find_emoji_font() -> Path:
     )
 
 
-def _is_single_emoji(cp: int) -> bool:
-    if cp < 0x80 or cp in _NOT_EMOJI or cp in SKIN_TONES or cp in _HAIR_COMPONENTS or cp in _TAGS:
-        return False
-    if _REGIONAL_A <= cp <= _REGIONAL_Z:
-        return False
-    return unicodedata.category(chr(cp)) != "Co"  # private-use glyphs have no meaning to caption
+def emoji_split(codepoints: tuple[int, ...]) -> str:
+    """"held_out" for a fixed ~10 % of emoji, else "train": a function of the code points alone.
+
+    The key is the sequence without presentation selectors and skin-tone modifiers, so an emoji and its
+    skin-tone variants share a split (a held-out emoji is never seen in training in another tone), and
+    the split of an emoji never changes with the font, its version, or which other emoji render.
+    """
+    key = " ".join(f"{cp:04X}" for cp in codepoints if cp != _VS16 and cp not in SKIN_TONES)
+    digest = hashlib.sha256(f"{_SPLIT_SALT}: {key}".encode()).digest()
+    return HELD_OUT if int.from_bytes(digest[:8], "big") < HELD_OUT_FRACTION * 2**64 else TRAIN
 
 
-def _country_names() -> dict[str, str]:
-    """ISO 3166 alpha-2 code -> country name, from Debian's iso-codes or tzdata if installed."""
-    names = {}
-    iso_codes, tzdata = _COUNTRY_FILES
-    if iso_codes.is_file():
-        for row in json.loads(iso_codes.read_text(encoding="utf-8"))["3166-1"]:
-            names[row["alpha_2"]] = row.get("common_name", row["name"])
-    elif tzdata.is_file():
-        for line in tzdata.read_text(encoding="utf-8").splitlines():
-            if line and not line.startswith("#"):
-                code, name = line.split("\t", 1)
-                names[code] = name
-    return {**names, **_EXTRA_REGIONS}
+def _kind(codepoints: tuple[int, ...]) -> str:
+    if all(_REGIONAL_A <= cp <= _REGIONAL_Z for cp in codepoints) or (
+            codepoints[0] == _BLACK_FLAG and len(codepoints) > 1 and codepoints[1] in _TAGS):
+        return "flag"
+    if _KEYCAP in codepoints:
+        return "keycap"
+    if any(cp in SKIN_TONES for cp in codepoints):
+        return "skin_tone"
+    return "sequence" if len(codepoints) > 1 else "single"
+
+
+def _plain(name: str) -> str:
+    """':thumbs_up_medium_skin_tone:' -> 'thumbs up, medium skin tone' (lower case, words, tones set off by commas)."""
+    text = name.strip(":").replace("_", " ").replace("’", "'").replace(" & ", " and ").lower()
+    text = _TONE_WORDS.sub(r", \1 skin tone,", text).replace(",,", ",").rstrip(",")  # "person, dark skin tone, red hair"
+    return " ".join(text.split())
+
+
+def emoji_captions(codepoints: tuple[int, ...], cldr_name: str, aliases: list[str]) -> list[str]:
+    """Every caption of an emoji, best first: its CLDR short name in plain words ("flag of X" for flags), its
+    Unicode character name where Python knows it and it differs, then its aliases (other captions of two
+    letters or fewer, like "fr", "+1", say nothing and are left out)."""
+    name = _plain(cldr_name)
+    kind = _kind(codepoints)
+    captions = [f"flag of {name}" if kind == "flag" else name]
+    if kind == "flag":
+        captions.append(name)
+    base = [cp for cp in codepoints if cp != _VS16]
+    tones = [SKIN_TONES[cp] for cp in base if cp in SKIN_TONES]
+    if len(base) - len(tones) == 1:  # one character, perhaps with a skin tone: it has a Unicode name
+        unicode_name = unicodedata.name(chr(base[0]), "").lower()
+        if unicode_name:
+            captions.append(", ".join([unicode_name, *tones]))
+    captions += [_plain(a) for a in aliases]
+    out = captions[:1]
+    for c in captions[1:]:
+        if sum(ch.isalpha() for ch in c) > 2 and c not in out:
+            out.append(c)
+    return out
+
+
+def _emoji_list() -> list[tuple[tuple[int, ...], str, list[str]]]:
+    """(code points without U+FE0F, CLDR name, aliases) of every fully qualified emoji, in code-point order."""
+    import emoji
+
+    out, seen = [], set()
+    for text, data in emoji.EMOJI_DATA.items():
+        if data.get("status") != emoji.STATUS["fully_qualified"]:
+            continue
+        codepoints = tuple(ord(ch) for ch in text if ord(ch) != _VS16)
+        if codepoints not in seen:
+            seen.add(codepoints)
+            out.append((codepoints, data["en"], list(data.get("alias", []))))
+    return sorted(out)
 
 
 def _draw(font: ImageFont.FreeTypeFont, text: str) -> Image.Image | None:
@@ -111,71 +151,88 @@ def _square(glyph: Image.Image, size: int) -> Image.Image:
     return fit_square(square, size)
 
 
-def _candidates(cmap: dict[int, str], font: ImageFont.FreeTypeFont) -> list[tuple[tuple[int, ...], str, str]]:
-    """(code points, caption, kind) for every sequence to try, sorted by code points."""
-    one_glyph = font.getlength("\U0001F600") * 1.5  # a ligature is one advance wide, two glyphs are two
-    out = []
-    singles = [cp for cp in sorted(cmap) if _is_single_emoji(cp)]
-    for cp in singles:
-        name = unicodedata.name(chr(cp), "")
-        if not name:  # newer than Python's Unicode database: no caption to give it
-            continue
-        out.append(((cp,), name.lower(), "single"))
-        for tone, tone_name in SKIN_TONES.items():
-            if tone in cmap and font.getlength(chr(cp) + chr(tone)) < one_glyph:
-                out.append(((cp, tone), f"{name.lower()}, {tone_name}", "skin_tone"))
-    countries = _country_names()
-    letters = [cp for cp in range(_REGIONAL_A, _REGIONAL_Z + 1) if cp in cmap]
-    for first in letters:
-        for second in letters:
-            code = chr(ord("A") + first - _REGIONAL_A) + chr(ord("A") + second - _REGIONAL_A)
-            if font.getlength(chr(first) + chr(second)) < one_glyph:
-                name = countries.get(code)
-                caption = f"flag of {name.lower()}" if name else f"flag {code}"
-                out.append(((first, second), caption, "flag"))
-    return sorted(out)
-
-
 def render_emoji(
-    font_path: str | Path, size: int, *, limit: int | None = None
+    font_path: str | Path, size: int, *, limit: int | None = None, only: set[str] | None = None
 ) -> Iterator[tuple[Image.Image, str, dict]]:
     """Yield (image, caption, extra) for each emoji the font draws, in code-point order, at size×size RGB.
 
-    Each glyph is drawn at the font's 109-px strike, cropped to its visible pixels, padded to a square,
-    composited on white and resized. Skipped: components that are not images by themselves, code points
-    Python's Unicode database cannot name, glyphs that draw nothing, flags the font draws as its
-    unknown-region placeholder, and skin-tone variants it draws like the base. extra is
-    {"codepoints": "1F44D 1F3FD", "name": caption, "kind": "single" | "skin_tone" | "flag"}.
+    Each glyph is drawn at the font's 109-px strike (with Pillow's complex-text layout, which applies the
+    font's ligatures), cropped to its visible pixels, padded to a square, composited on white and resized.
+    Skipped: emoji with a code point the font lacks; sequences it draws as several glyphs (wider than one
+    and a half emoji), as its first code point alone (an unsupported skin tone or tag flag), or as its
+    unknown-region placeholder; glyphs that draw nothing. extra is {"codepoints": "1F44D 1F3FD" (as drawn,
+    without U+FE0F), "name": caption, "captions": [caption, ...], "kind": "single" | "skin_tone" | "flag" |
+    "keycap" | "sequence", "split": "train" | "held_out"}. Images that are identical (a flag two regions
+    share, "family" drawn as one of the families) are each kept with their own names, all in "train", so
+    that no held-out image is ever trained on under another name. `only`: render just these emoji, given
+    as their "codepoints" strings.
     """
     try:
-        font = ImageFont.truetype(str(font_path), FONT_PIXELS)
-    except OSError as e:
+        font = ImageFont.truetype(str(font_path), FONT_PIXELS, layout_engine=ImageFont.Layout.RAQM)
+    except (OSError, KeyError) as e:
         raise DataError(f"cannot load emoji font {font_path} at {FONT_PIXELS} px: {e}") from None
+    if not PIL.features.check("raqm"):
+        raise DataError("Pillow was built without libraqm, so it cannot draw emoji sequences as one glyph")
     cmap = TTFont(str(font_path), lazy=True).getBestCmap()
+    one_glyph = font.getlength("\U0001F600") * 1.5  # a ligature is one advance wide, two glyphs are two
     # ZZ is a user-assigned code, never a country: whatever the font draws for it is its placeholder.
-    unknown_flag = _draw(font, chr(_REGIONAL_Z) * 2)
-    unknown_flag = unknown_flag.tobytes() if unknown_flag else None
-    bases: dict[int, bytes] = {}
-    n = 0
-    for codepoints, caption, kind in _candidates(cmap, font):
-        if limit is not None and n >= limit:
-            return
-        glyph = _draw(font, "".join(map(chr, codepoints)))
+    placeholder = _draw(font, chr(_REGIONAL_Z) * 2)
+    placeholder = _digest(placeholder) if placeholder is not None else None
+    singles: dict[int, bytes] = {}
+    rows = []  # (image, caption, extra, digest of the full-size glyph)
+    for codepoints, cldr_name, aliases in _emoji_list():
+        if limit is not None and len(rows) >= limit:
+            break
+        label = " ".join(f"{cp:04X}" for cp in codepoints)
+        if only is not None and label not in only:
+            continue
+        text = "".join(map(chr, codepoints))
+        if not all(cp in cmap for cp in codepoints) or font.getlength(text) > one_glyph:
+            continue
+        glyph = _draw(font, text)
         if glyph is None:
             continue
-        if kind == "single":
-            bases[codepoints[0]] = glyph.tobytes()
-        elif kind == "flag" and glyph.tobytes() == unknown_flag:
-            continue
-        elif kind == "skin_tone" and glyph.tobytes() == bases.get(codepoints[0]):
-            continue
-        extra = {"codepoints": " ".join(f"{cp:04X}" for cp in codepoints), "name": caption, "kind": kind}
-        yield _square(glyph, size), caption, extra
-        n += 1
+        digest = _digest(glyph)
+        if len(codepoints) == 1:
+            singles[codepoints[0]] = digest
+        else:
+            if codepoints[0] not in singles:  # a sequence before (or without) its first code point
+                base = _draw(font, chr(codepoints[0]))
+                singles[codepoints[0]] = _digest(base) if base is not None else b""
+            if digest in (singles[codepoints[0]], placeholder):
+                continue
+        captions = emoji_captions(codepoints, cldr_name, aliases)
+        extra = {"codepoints": label, "name": captions[0],
+                 "captions": captions, "kind": _kind(codepoints), "split": emoji_split(codepoints)}
+        rows.append((_square(glyph, size), captions[0], extra, digest))
+    copies = Counter(digest for *_, digest in rows)
+    for image, caption, extra, digest in rows:
+        if copies[digest] > 1:
+            extra["split"] = TRAIN
+        yield image, caption, extra
+
+
+def _digest(glyph: Image.Image) -> bytes:
+    return hashlib.sha256(glyph.tobytes() + repr(glyph.size).encode()).digest()
+
+
+def _debian_package_version(path: Path) -> str | None:
+    """The version of the Debian package that installed `path` (e.g. fonts-noto-color-emoji 2.042-0+deb12u1)."""
+    if not shutil.which("dpkg-query"):
+        return None
+    owner = subprocess.run(["dpkg-query", "-S", str(path)], capture_output=True, text=True, check=False)
+    if owner.returncode or ":" not in owner.stdout:
+        return None
+    package = owner.stdout.split(":", 1)[0].strip()
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
+                             check=False)
+    return f"{package} {version.stdout.strip()}" if version.returncode == 0 else None
 
 
 def write_emoji(out_dir: str | Path, size: int, *, font: str | Path | None = None, limit: int | None = None) -> Path:
     """Render the emoji of `font` (default: `find_emoji_font()`) into `out_dir` (imagefolder layout)."""
+    import emoji
+
     font_path = Path(font) if font is not None else find_emoji_font()
     if not font_path.is_file():
         raise DataError(f"emoji font {font_path} does not exist")
@@ -185,8 +242,12 @@ def write_emoji(out_dir: str | Path, size: int, *, font: str | Path | None = Non
         "limit": limit,
         "font": str(font_path),
         "font_sha256": hashlib.sha256(font_path.read_bytes()).hexdigest(),
-        # Captions come from Python's Unicode database and pixels from Pillow's renderer: both can change.
+        "font_package": _debian_package_version(font_path),
+        # Which emoji exist and their names come from the emoji package, the Unicode names from Python's
+        # database, the pixels from Pillow's renderer: any of them can change the data.
+        "emoji_package_version": emoji.__version__,
         "unicode_version": unicodedata.unidata_version,
         "pillow_version": PIL.__version__,
+        "held_out_fraction": HELD_OUT_FRACTION,
     }
     return write_layout(out_dir, render_emoji(font_path, size, limit=limit), info)

@@ -9,6 +9,10 @@ DIR/
 
 Readers also accept a folder of images with `.txt` caption sidecars (`cat.png` + `cat.txt`, recursively).
 Bad files are skipped and counted, never fatal; a scan aborts only past a stated failure rate.
+
+Two optional metadata fields have a meaning to every reader: `"split"` names the row's split (a row without
+one is `"train"`; `t2i data emoji` marks a fixed tenth `"held_out"`), and `"captions"` lists every caption of
+the image (the first is `text`), of which generator training samples one per step.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ METADATA = "metadata.jsonl"
 INFO = "info.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 WHITE = (255, 255, 255)
+TRAIN = "train"  # the split of a row whose metadata has no "split" field
 
 # A few example paths per scan are enough to find the problem; the counts say how big it is.
 _N_EXAMPLES = 5
@@ -95,14 +100,23 @@ class _Entry:
     problem: str | None = None
 
 
-def _list_entries(folder: Path) -> list[_Entry]:
-    """The folder's entries from metadata.jsonl if present, else from images with .txt sidecars."""
+def _list_entries(folder: Path, split: str | None = None) -> list[_Entry]:
+    """The folder's entries from metadata.jsonl if present, else from images with .txt sidecars; with
+    `split`, only the entries of that split (see `row_split`)."""
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist")
     meta = folder / METADATA
-    if meta.is_file():
-        return _entries_from_metadata(meta)
-    return _entries_from_sidecars(folder)
+    entries = _entries_from_metadata(meta) if meta.is_file() else _entries_from_sidecars(folder)
+    if split is None:
+        return entries
+    # A line too broken to name a file has no split either: it stays, to be counted as bad.
+    return [e for e in entries if e.problem is not None or row_split(e.extra) == split]
+
+
+def row_split(extra: dict) -> str:
+    """The split a row belongs to: its metadata's "split" field, "train" when it has none."""
+    split = extra.get("split", TRAIN)
+    return split if isinstance(split, str) else TRAIN
 
 
 def _entries_from_metadata(meta: Path) -> list[_Entry]:
@@ -170,6 +184,7 @@ def scan_folder(
     max_pixels: int = 64_000_000,
     max_failure_rate: float = 0.1,
     verify: bool = True,
+    split: str | None = None,
 ) -> tuple[list[Record], ScanReport]:
     """List a data folder's image–caption pairs, skipping and counting the ones that cannot be used.
 
@@ -177,15 +192,16 @@ def scan_folder(
     `max_pixels` (default 64 M, an 8000×8000 photo: 192 MB once decoded) rejects decompression bombs and
     images far beyond any training resolution, before they are decoded; PIL's own check, which refuses
     images above ~179 M pixels, still applies on top. `verify=True` decodes every image to catch
-    truncated and corrupt files; `verify=False` only reads headers.
+    truncated and corrupt files; `verify=False` only reads headers. `split` keeps only the rows of that
+    split (metadata "split" field; rows without one are "train"); None keeps all.
 
-    Raises DataError if the folder is missing, has no images, keeps none, or if the fraction skipped
-    exceeds `max_failure_rate`.
+    Raises DataError if the folder is missing, has no images (in `split`), keeps none, or if the fraction
+    skipped exceeds `max_failure_rate`.
     """
     folder = Path(folder)
-    entries = _list_entries(folder)
+    entries = _list_entries(folder, split)
     if not entries:
-        raise DataError(f"data folder {folder} has no images")
+        raise DataError(f"data folder {folder} has no images" + (f" in split {split!r}" if split else ""))
     report = ScanReport(total=len(entries))
     records = []
     for entry in entries:
@@ -250,15 +266,16 @@ def write_layout(out_dir: str | Path, items: Iterable[tuple[Image.Image, str, di
     return out_dir
 
 
-def dataset_fingerprint(folder: str | Path) -> str:
+def dataset_fingerprint(folder: str | Path, split: str | None = None) -> str:
     """A 16-hex-digit sha256 over every entry's path, caption, extra fields and image bytes.
 
     Any change of data (one caption, one pixel, one file added or removed) changes it; info.json does
-    not enter it. Use it as a cache key for anything computed from the data.
+    not enter it. Use it as a cache key for anything computed from the data. With `split`, only that
+    split's entries enter it (a folder whose rows are all in the split keeps its full fingerprint).
     """
     folder = Path(folder)
     digest = hashlib.sha256()
-    for entry in _list_entries(folder):
+    for entry in _list_entries(folder, split):
         path = folder / entry.name
         file_hash = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
         line = [entry.name, entry.caption, entry.extra, entry.problem, file_hash]

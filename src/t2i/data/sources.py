@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from t2i.data.layout import DataError, ScanReport, dataset_fingerprint, fit_square, load_image, scan_folder, to_tensor
+from t2i.data.layout import (TRAIN, DataError, ScanReport, dataset_fingerprint, fit_square, load_image, scan_folder,
+                             to_tensor)
 
 log = logging.getLogger("t2i.data")
 
@@ -36,13 +37,20 @@ TAR_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # in order of preference 
 
 
 class FolderSource:
-    """A t2i / Hugging Face imagefolder, or images with `.txt` sidecars (every image verified on open)."""
+    """A t2i / Hugging Face imagefolder, or images with `.txt` sidecars (every image verified on open).
 
-    def __init__(self, folder: str | Path, *, max_failure_rate: float = 0.1):
+    `split` keeps only the rows of one split (the metadata's "split" field; rows without one are "train").
+    `caption_choices[i]` lists every caption of sample i: its metadata's "captions" list when it has one
+    (generator training samples among them), else just its caption.
+    """
+
+    def __init__(self, folder: str | Path, *, max_failure_rate: float = 0.1, split: str | None = None):
         self.path = Path(folder)
-        records, self.report = scan_folder(folder, max_failure_rate=max_failure_rate)
+        self.split = split
+        records, self.report = scan_folder(folder, max_failure_rate=max_failure_rate, split=split)
         self.paths = [r.path for r in records]
         self.captions = [r.caption for r in records]
+        self.caption_choices = [_caption_choices(r.caption, r.extra.get("captions")) for r in records]
         self.names = [str(p.relative_to(self.path)) for p in self.paths]
 
     def __len__(self) -> int:
@@ -52,7 +60,17 @@ class FolderSource:
         return load_image(self.paths[i], size)
 
     def fingerprint(self) -> str:
-        return dataset_fingerprint(self.path)
+        return dataset_fingerprint(self.path, self.split)
+
+
+def _caption_choices(caption: str, listed) -> list[str]:
+    """The caption first, then the other non-empty strings of a metadata "captions" list, without repeats."""
+    choices = [caption]
+    if isinstance(listed, list):
+        for c in listed:
+            if isinstance(c, str) and c.strip() and c.strip() not in choices:
+                choices.append(c.strip())
+    return choices
 
 
 class TarShardSource:
@@ -101,6 +119,10 @@ class TarShardSource:
 
     def fingerprint(self) -> str:
         return self._fingerprint
+
+    @property
+    def caption_choices(self) -> list[list[str]]:
+        return [[c] for c in self.captions]  # one caption per sample
 
 
 def _index_tar(shard: Path):
@@ -185,6 +207,10 @@ class HFDiskSource:
     def fingerprint(self) -> str:
         return self.ds._fingerprint
 
+    @property
+    def caption_choices(self) -> list[list[str]]:
+        return [[c] for c in self.captions]  # one caption per sample
+
 
 def _check_rate(report: ScanReport, path: Path, max_failure_rate: float) -> None:
     log.info("%s: %s", path, report.summary())
@@ -195,14 +221,22 @@ def _check_rate(report: ScanReport, path: Path, max_failure_rate: float) -> None
                         f"{max_failure_rate:.0%} limit; {report.summary()}")
 
 
-def open_source(path: str | Path, *, max_failure_rate: float = 0.1):
-    """The source at `path`, by what is there: tar shards, a `save_to_disk` folder, or an imagefolder."""
+def open_source(path: str | Path, *, max_failure_rate: float = 0.1, split: str | None = None):
+    """The source at `path`, by what is there: tar shards, a `save_to_disk` folder, or an imagefolder.
+
+    `split` (None: every row) selects an imagefolder's rows by their "split" field; shards and `datasets`
+    folders have no such field, so all their rows are "train" and any other split is refused.
+    """
     path = Path(path)
     if path.is_file() and path.suffix == ".tar" or path.is_dir() and any(path.glob("*.tar")):
-        return TarShardSource(path, max_failure_rate=max_failure_rate)
-    if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-        return HFDiskSource(path, max_failure_rate=max_failure_rate)
-    return FolderSource(path, max_failure_rate=max_failure_rate)
+        source = TarShardSource(path, max_failure_rate=max_failure_rate)
+    elif path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
+        source = HFDiskSource(path, max_failure_rate=max_failure_rate)
+    else:
+        return FolderSource(path, max_failure_rate=max_failure_rate, split=split)
+    if split not in (None, TRAIN):
+        raise DataError(f"{path} has no split {split!r}: only imagefolders (metadata.jsonl) mark splits")
+    return source
 
 
 class ImageRows:

@@ -16,6 +16,7 @@ from torch import nn
 
 from t2i.autoencoder.model import downsampling_factor
 from t2i.components import read_component_info, weights_digest, write_component_info
+from t2i.data.layout import TRAIN
 from t2i.data.sources import ImageRows, open_source
 from t2i.generator.cache import SHARD_ROWS, latent_rows, sharded_cache, text_rows
 from t2i.generator.model import GeneratorConfig, build_unet
@@ -42,11 +43,23 @@ class GeneratorTrainConfig:
     eval_clip: str | None = None  # CLIPModel folder for the checks (t2i train clip); required when eval_every > 0
 
 
+def pick_captions(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One caption per image, uniformly among its own: `index` (B, K) holds each image's caption rows,
+    padded with -1; returns (B,). Drawn per sample like all training randomness (`sample_rand`)."""
+    count = (index >= 0).sum(1)  # (B,)
+    if (count < 1).any():
+        raise ValueError("an image has no caption")
+    pick = (sample_rand((len(index),), generator) * count).long().clamp(max=count - 1)  # (B,)
+    return index.gather(1, pick[:, None])[:, 0]
+
+
 def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: float, uncond: torch.Tensor,
                    text_table=None):
     """The diffusion loss. With `text_table` (rows indexed by caption) the text is cached; without, the model
-    holds a trainable encoder. Noise, timesteps and dropout are drawn per sample (`sample_randn`...), so a
-    multi-process run draws for each sample what a single process would."""
+    holds a trainable encoder. An image with several captions (batch "caption_index" of shape (B, K)) is
+    trained on one of them, drawn uniformly each time it is seen. Noise, timesteps, dropout and that choice
+    are drawn per sample (`sample_randn`...), so a multi-process run draws for each sample what a single
+    process would."""
     snr = denoiser.alphas_cumprod / (1 - denoiser.alphas_cumprod)
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
@@ -56,7 +69,10 @@ def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: flo
         drop = sample_rand((b,), generator, device=device) < cfg.caption_dropout
         if text_table is not None:
             unet = model
-            emb = text_table[batch["caption_index"].cpu()].to(device)  # (B, L, D)
+            index = batch["caption_index"].cpu()  # (B,), or (B, K) for K captions per image, -1 = none
+            if index.ndim == 2:
+                index = pick_captions(index, generator)  # (B,)
+            emb = text_table[index].to(device)  # (B, L, D)
             emb = torch.where(drop[:, None, None], uncond.to(device).expand_as(emb), emb)
         else:
             unet = model["unet"]
@@ -80,10 +96,13 @@ def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: flo
 def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: str | Path,
                     cfg: GeneratorTrainConfig, *, cache_dir: str | Path | None = None,
                     command: str | None = None, resume: bool | str | Path = False,
-                    reset_data_position: bool = False) -> dict:
+                    reset_data_position: bool = False, split: str | None = TRAIN) -> dict:
     """Cache latents and text embeddings, train the U-Net (and a from-scratch encoder), save the component.
 
-    `data_dir`: any source `open_source` reads (imagefolder, WebDataset shards, a `datasets` folder).
+    `data_dir`: any source `open_source` reads (imagefolder, WebDataset shards, a `datasets` folder);
+    `split`: only the rows of that split are trained on ("train" by default: rows marked "held_out" never
+    are; None: all rows). Images with several captions (metadata "captions") are trained on one drawn
+    at random each time; a from-scratch text encoder (tokens, not a cache) uses the first caption only.
     `resume`/`reset_data_position`: see `t2i.training.trainer.train` (checkpoints need
     cfg.train.checkpoint_every > 0). Under `accelerate launch`/`torchrun`, the caches are computed by all
     processes in parallel and only rank 0 writes the component. A run stopped by SIGTERM/SIGINT returns
@@ -108,15 +127,17 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
 
     processes = process_state()  # joins the process group under accelerate launch / torchrun (else one process)
-    split = dict(rank=processes.process_index, world_size=processes.num_processes, barrier=processes.wait_for_everyone,
-                 shard_rows=cfg.cache_shard_rows)
+    processes_split = dict(rank=processes.process_index, world_size=processes.num_processes,
+                           barrier=processes.wait_for_everyone, shard_rows=cfg.cache_shard_rows)
     vae.to(processes.device)  # the frozen encoders run where training will (a GPU if there is one)
-    source = open_source(data_dir)
+    source = open_source(data_dir, split=split)
     captions = source.captions
+    choices = source.caption_choices
+    several = not cfg.text.source == SCRATCH and any(len(c) > 1 for c in choices)
     fingerprint = source.fingerprint()
     vae_digest = weights_digest(autoencoder_dir)
     latents = sharded_cache(cache_dir, "latents", {"data": fingerprint, "vae": vae_digest, "size": image_size},
-                            len(source), latent_rows(vae, ImageRows(source, image_size)), **split)
+                            len(source), latent_rows(vae, ImageRows(source, image_size)), **processes_split)
 
     scratch = cfg.text.source == SCRATCH
     text_encoder = build_text_encoder(cfg.text).to(processes.device)
@@ -131,12 +152,18 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         text_table, uncond = None, None
     else:
         text_encoder.requires_grad_(False)
-        distinct = sorted(set(captions))
+        distinct = sorted({c for options in choices for c in options} if several else set(captions))
         position = {c: i for i, c in enumerate(distinct)}
+        if several:  # (N, K): every caption of each image, padded with -1
+            width = max(len(options) for options in choices)
+            caption_index = torch.tensor([[position[c] for c in options] + [-1] * (width - len(options))
+                                          for options in choices])
+        else:
+            caption_index = torch.tensor([position[c] for c in captions])  # (N,)
         text = sharded_cache(cache_dir, "text", {"data": fingerprint, "encoder": weights_digest(text_folder),
-                                                 "max_length": text_encoder.max_length},
-                             len(distinct), text_rows(text_encoder, distinct), **split,
-                             small=lambda: {"caption_index": torch.tensor([position[c] for c in captions]),
+                                                 "max_length": text_encoder.max_length, "all_captions": several},
+                             len(distinct), text_rows(text_encoder, distinct), **processes_split,
+                             small=lambda: {"caption_index": caption_index,
                                             "uncond": text_encoder.encode([""])[0].float().cpu()})
         text_table, uncond = text["text_table"], text["uncond"]
         tensors["caption_index"] = text["caption_index"]
@@ -189,8 +216,10 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
             "downsampling_factor": f,
         },
         "data": str(data_dir),
+        "data_split": split,
         "data_fingerprint": fingerprint,
         "data_report": source.report.summary(),
+        "captions_per_image": "all (one drawn per step)" if several else "first",
         "config": asdict(cfg),
         "command": command,
         "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds,
