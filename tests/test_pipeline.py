@@ -118,6 +118,39 @@ def test_diffusers_runs_the_folder_like_t2i(pipeline_dir, pipe):
 # -- composition ----------------------------------------------------------------------------------
 
 
+def test_a_folder_that_names_the_installed_minilm_works_like_a_full_one(demo_run, pipe, tmp_path):
+    """compose(copy_text_encoder=False) leaves MiniLM (87 MB) out; t2i.load takes the installed package's after
+    checking its digest, and diffusers runs the folder when given the encoder: same images as the full folder."""
+    from diffusers import StableDiffusionPipeline
+
+    from t2i.sampling import per_image_randn
+    from t2i.text import load_text_encoder
+
+    out, _ = demo_run
+    slim = compose(out / "generator", tmp_path / "slim", copy_text_encoder=False)
+    assert not (slim / "text_encoder").exists() and not (slim / "tokenizer").exists()
+    assert sum(f.stat().st_size for f in slim.rglob("*") if f.is_file()) < 5e6
+    prompts, seeds = ["a red circle", "a blue square"], [0, 1]
+    full = pipe(prompts, seed=seeds, steps=6, guidance=3.0)
+    assert np.array_equal(_arr(t2i.load(slim)(prompts, seed=seeds, steps=6, guidance=3.0)), _arr(full))
+    info = json.loads((slim / "t2i.json").read_text())["components"]["text_encoder"]
+    encoder = load_text_encoder("minilm", max_length=info["max_length"])
+    sd = StableDiffusionPipeline.from_pretrained(slim, text_encoder=encoder.model, tokenizer=encoder.tokenizer,
+                                                 safety_checker=None)
+    latents = per_image_randn((4, 4, 4), [torch.Generator().manual_seed(s) for s in seeds])
+    theirs = sd(prompts, num_inference_steps=6, guidance_scale=3.0, latents=latents, output_type="pil").images
+    assert np.abs(_arr(full) - _arr(theirs)).max() <= 2
+    # Other weights than those trained with are refused, and only MiniLM can be left out.
+    t2i_json = json.loads((slim / "t2i.json").read_text())
+    t2i_json["components"]["text_encoder"]["weights_digest"] = "0" * 16
+    (slim / "t2i.json").write_text(json.dumps(t2i_json))
+    with pytest.raises(ValueError, match="trained with MiniLM weights 0000000000000000, but the installed"):
+        t2i.load(slim)
+    with pytest.raises(CompositionError, match="only the bundled MiniLM can be left out"):
+        compose(out / "generator", tmp_path / "x", text_encoder=out / "pipeline" / "text_encoder",
+                copy_text_encoder=False, force=True)
+
+
 def test_compose_refuses_parts_that_do_not_fit(demo_run, tmp_path):
     out, _ = demo_run
     other = tmp_path / "ae3"

