@@ -21,7 +21,7 @@ LIMIT=${LIMIT:-}                # render only the first N emoji (smoke tests)
 AE_PRESET=${AE_PRESET:-medium}  # AutoencoderKL (32, 64, 64): f = 4, 4 latent channels
 AE_STEPS=${AE_STEPS:-600}
 GEN_PRESET=${GEN_PRESET:-medium}  # UNet2DConditionModel (64, 128), cross-attention at 4×4
-GEN_STEPS=${GEN_STEPS:-2000}
+GEN_STEPS=${GEN_STEPS:-1500}
 
 mkdir -p "$OUT"
 TIMES="$OUT/times.tsv"

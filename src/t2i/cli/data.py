@@ -21,8 +21,12 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--p-two", type=fraction, default=0.5, help="probability that an image holds two shapes")
     e = dsub.add_parser("emoji", formatter_class=Help, help="a colour-emoji font rendered to captioned images",
-                        description="Renders Noto Color Emoji (Debian package fonts-noto-color-emoji) one image per "
-                        "code point or sequence, captioned with its Unicode name in plain words.")
+                        description="Renders Noto Color Emoji (Debian package fonts-noto-color-emoji): every emoji "
+                        "of the emoji package's list that the font draws as one glyph (single code points, skin tones, "
+                        "flags, keycaps, ZWJ sequences), captioned with its CLDR name in plain words ('thumbs up, "
+                        "medium skin tone'), plus its Unicode name and aliases in a 'captions' field. A fixed tenth, "
+                        "chosen by a hash of the code points, is marked \"split\": \"held_out\"; training commands "
+                        "leave it out (--split train).")
     e.add_argument("--out", required=True, type=Path, help="output folder")
     e.add_argument("--size", type=positive_int, default=32, help="image side in pixels")
     e.add_argument("--font", type=Path, default=None, help="path of a colour emoji font (default: found automatically)")

@@ -1,0 +1,52 @@
+"""The emoji model shipped inside t2i: it loads and generates in the default install, with no training and no
+download, and its model card's numbers come from the command this file runs on a small subset."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import t2i
+from t2i.models import EMOJI, default_model
+
+WEIGHT_BUDGET = 25e6  # bytes of weights the shipped folder may hold (issue 9)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return t2i.load()
+
+
+def test_the_shipped_folder_is_small_safe_and_self_describing():
+    assert default_model() == EMOJI
+    files = [f for f in EMOJI.rglob("*") if f.is_file()]
+    weights = [f for f in files if f.suffix == ".safetensors"]
+    assert {f.parent.name for f in weights} == {"unet", "vae"}  # MiniLM is named, not copied
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    assert sum(f.stat().st_size for f in weights) <= WEIGHT_BUDGET
+    info = json.loads((EMOJI / "t2i.json").read_text())
+    assert info["components"]["text_encoder"]["source"] == "minilm"
+    assert info["components"]["text_encoder"]["copied"] is False
+    generator = info["components"]["generator"]
+    assert generator["data_split"] == "train" and generator["captions_per_image"].startswith("all")
+    # The card names the data the weights were trained on (its fingerprint), the font file and its licence.
+    card = (EMOJI / "MODEL_CARD.md").read_text()
+    assert generator["data_fingerprint"] in card and "SIL Open Font License" in card
+    assert re.search(r"sha256 `?[0-9a-f]{64}", card)
+
+
+def test_the_shipped_model_generates_with_no_arguments(shipped):
+    images = shipped(["a red apple", "thumbs up", "a red apple"], seed=[0, 1, 0], steps=4)
+    assert [im.size for im in images] == [(32, 32)] * 3
+    pixels = [np.asarray(im, dtype=np.int16) for im in images]
+    assert np.array_equal(pixels[0], pixels[2])  # image i depends only on seed i
+    assert np.abs(pixels[0] - pixels[1]).max() > 30  # another prompt and seed: another image
+    assert pixels[0].std() > 10  # not a flat colour
+
+
+def test_t2i_generate_with_no_model_uses_the_shipped_one(tmp_path):
+    from t2i.cli import main
+
+    assert main(["generate", "a red apple", "--n", "1", "--steps", "2", "--seed", "0", "--out", str(tmp_path)]) == 0
+    assert [p.name for p in tmp_path.glob("*apple*.png") if not p.name.startswith("grid")]
