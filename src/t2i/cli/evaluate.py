@@ -37,6 +37,9 @@ def register(sub) -> None:
                    help="samplers to sweep with --steps (FID vs NFE); default: the pipeline's")
     e.add_argument("--steps", type=positive_int, nargs="+", default=None, metavar="S",
                    help="step counts to sweep (≥ 2 values: FID-vs-NFE curve); default: the pipeline's")
+    e.add_argument("--split", default=None, metavar="NAME",
+                   help="measure against the data rows of this split only, real images and prompts alike (e.g. "
+                   "held_out: the emoji t2i data emoji marks and training leaves out); default: every row")
     e.add_argument("--seed", type=int, default=0, help="image i of each setting uses seed SEED+i")
     e.add_argument("--batch-size", type=positive_int, default=64, help="prompts per pipeline call")
     e.add_argument("--clip", type=Path, default=None,
@@ -62,18 +65,21 @@ def run(args, command: str) -> None:
 
     cfg = EvalConfig(n=args.n, n_real=args.n_real, batch_size=args.batch_size, seed=args.seed,
                      guidance=tuple(args.guidance or ()), samplers=tuple(args.sampler or ()),
-                     steps=tuple(args.steps or ()), compositional_images=args.compositional_images)
+                     steps=tuple(args.steps or ()), compositional_images=args.compositional_images,
+                     split=args.split)
     out = args.out or args.model.parent / f"eval-{args.model.name}"
     metrics = run_eval(args.model, out, cfg, data_dir=args.data, clip=args.clip, inception=args.inception,
                        classifier=args.classifier, cache_dir=cache_dir, command=command)
     print(f"FID features: {metrics['fid_extractor']}; CLIP score: {metrics['clip_model']}; "
           f"{metrics['n']} images per setting, {metrics['n_real']} real")
     for s in metrics["settings"]:
-        line = f"  {label(s)}: FID {s['fid']:.2f}, KID {s['kid']:.4f}, CLIP score {s['clip_score']:.2f}"
+        line = (f"  {label(s)}: FID {s['fid']:.2f}, KID {s['kid']:.4f}, CLIP score {s['clip_score']:.2f} "
+                f"(shuffled captions {s['clip_score_shuffled']:.2f})")
         if "compositional" in s:
             line += f", compositional exact {100 * s['compositional']['all']['exact']['accuracy']:.1f} %"
         print(line)
-    print(f"real images: CLIP score {metrics['real']['clip_score']:.2f}")
+    print(f"real images: CLIP score {metrics['real']['clip_score']:.2f} "
+          f"(shuffled captions {metrics['real']['clip_score_shuffled']:.2f})")
     print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
 
 

@@ -130,6 +130,7 @@ def register_clip(tsub) -> None:
                         "preprocessor files. t2i eval uses it with --clip DIR; its FIDs are comparable only with "
                         "FIDs from the same CLIP, never with published Inception FIDs.")
     c.add_argument("--data", required=True, type=Path, help="dataset folder")
+    add_split_flag(c)
     c.add_argument("--out", required=True, type=Path, help="CLIP folder to write")
     c.add_argument("--preset", choices=["tiny", "small"], default="small", help="model size")
     c.add_argument("--size", type=positive_int, default=32, help="image side in pixels the CLIP sees")
@@ -142,7 +143,7 @@ def run_clip(args, command: str) -> None:
 
     cfg = ClipTrainConfig(model=CLIP_PRESETS[args.preset](args.size), train=train_config(args, weight_decay=0.1))
     info = train_clip(args.data, args.out, cfg, command=command, resume=args.resume,
-                      reset_data_position=args.reset_data_position)
+                      reset_data_position=args.reset_data_position, split=split_arg(args))
     if report_stop(info, command) or not is_main_process():
         return
     m = info["metrics"]

@@ -189,11 +189,12 @@ def _write_image_processor(folder: Path, size: int) -> None:
 
 
 def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, *, command: str | None = None,
-               resume: bool | str | Path = False, reset_data_position: bool = False) -> dict:
+               resume: bool | str | Path = False, reset_data_position: bool = False, split: str | None = "train") -> dict:
     """Train a small CLIPModel on a dataset's image–caption pairs and save it as a CLIPModel folder.
 
-    `resume`/`reset_data_position`: see `t2i.training.trainer.train`. A run stopped by a signal returns
-    {"stopped": ...} and writes no model."""
+    `split`: only the rows of that split ("train" by default: rows marked "held_out" stay unseen, so a CLIP
+    score on them is not flattered by memory; None: all rows). `resume`/`reset_data_position`: see
+    `t2i.training.trainer.train`. A run stopped by a signal returns {"stopped": ...} and writes no model."""
     from transformers import AutoTokenizer
 
     from t2i.data import dataset_fingerprint, load_image, scan_folder
@@ -204,7 +205,8 @@ def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     tokenizer.model_max_length = cfg.model.max_length
     model = build_clip(cfg.model, tokenizer, seed=train_cfg.seed)
-    records, report = scan_folder(data_dir)
+    records, report = scan_folder(data_dir, split=split)
+    fingerprint = dataset_fingerprint(data_dir, split)
     size = cfg.model.image_size
     images = [load_image(r.path, size) for r in records]
     captions = [r.caption for r in records]
@@ -220,7 +222,7 @@ def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, 
     out_dir.mkdir(parents=True, exist_ok=True)
     result = train(model, contrastive_loss, random_batches(tensors, train_cfg.micro_batch_size, seed=train_cfg.seed),
                    train_cfg, log_dir=out_dir, desc="clip", resume=resume, reset_data_position=reset_data_position,
-                   data_fingerprint=dataset_fingerprint(data_dir))
+                   data_fingerprint=fingerprint)
     if result.stopped:
         return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
     if not result.is_main_process:
@@ -235,7 +237,8 @@ def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, 
         "component": "clip",
         "image_size": size,
         "data": str(data_dir),
-        "data_fingerprint": dataset_fingerprint(data_dir),
+        "data_split": split,
+        "data_fingerprint": fingerprint,
         "data_report": report.summary(),
         "config": {"model": asdict(cfg.model), "train": asdict(train_cfg), "held_out": held},
         "command": command,

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from t2i.data import dataset_fingerprint, scan_folder
+from t2i.data.layout import TRAIN
 from t2i.evaluation import compositional as comp
 from t2i.evaluation.clip import ClipExtractor
 from t2i.evaluation.features import FeatureExtractor
@@ -44,6 +45,8 @@ class EvalConfig:
     classifier_renders: int = 500  # fresh renders to measure the shapes classifier's own accuracy on
     min_samples: int = MIN_FID_SAMPLES  # refuse FID below this many images per set
     grid_images: int = 8  # images per prompt in the report's sample grids
+    split: str | None = None  # only the data rows of this split are real images and prompts (e.g. "held_out",
+    # which t2i data emoji marks and training leaves out); None: every row
 
 
 @dataclass
@@ -110,7 +113,7 @@ def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: E
     data_dir = Path(data_dir)
     size = pipe.image_size
     if records is None:
-        records, _ = scan_folder(data_dir, verify=False)
+        records, _ = scan_folder(data_dir, verify=False, split=cfg.split)
     width, height = data_image_size(records)
     if (width, height) != (size, size):
         raise ValueError(f"the data's images are {width}×{height} px but the pipeline makes {size}×{size} px; FID "
@@ -130,13 +133,16 @@ def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: E
     n_real = min(cfg.n_real, len(records))
     if n_real < cfg.min_samples:
         raise ValueError(f"the data has {len(records)} usable images; FID needs at least {cfg.min_samples}")
-    fingerprint = dataset_fingerprint(data_dir)
+    fingerprint = dataset_fingerprint(data_dir, cfg.split)
     real = reference_features(data_dir, evaluators.features, resolution=size, n=n_real, cache_dir=cache_dir,
                               records=records, fingerprint=fingerprint)
     subset = evaluation_subset(records, cfg.n)
     prompts = [r.caption for r in subset]
     seeds = [cfg.seed + i for i in range(cfg.n)]
     text = evaluators.clip.text_features(prompts)
+    # The floor: the same images scored against other images' captions (each image i against caption i - 1
+    # of the seeded evaluation order). A CLIP score is meaningful only by how far it rises above this.
+    shuffled = text.roll(1, dims=0)
     # The ceiling: CLIP score of the real images with their own captions.
     real_clip = reference_features(data_dir, evaluators.clip, resolution=size, n=n_real, cache_dir=cache_dir,
                                    records=records, fingerprint=fingerprint)
@@ -159,7 +165,10 @@ def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: E
         "seed": cfg.seed,
         "fid_extractor": evaluators.features.name,
         "clip_model": evaluators.clip.name,
-        "real": {"clip_score": float(clip_score(real_clip.features, real_text).mean()), "n": n_real},
+        "split": cfg.split,
+        "real": {"clip_score": float(clip_score(real_clip.features, real_text).mean()),
+                 "clip_score_shuffled": float(clip_score(real_clip.features, real_text.roll(1, dims=0)).mean()),
+                 "n": n_real},
         "classifier": evaluators.classifier_info or None,
         "config": asdict(cfg),
         "settings": [],
@@ -178,6 +187,7 @@ def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: E
         image_emb = fake.features if evaluators.clip is evaluators.features else evaluators.clip(images)
         result = {**setting, "nfe": setting["steps"], "n": cfg.n, "fid": frechet_distance(real.features, fake.features),
                   "kid": kid_mean, "kid_std": kid_std, "clip_score": float(clip_score(image_emb, text).mean()),
+                  "clip_score_shuffled": float(clip_score(image_emb, shuffled).mean()),
                   "generate_seconds": round(gen_seconds, 1)}
         samples[index] = {"captions": list(zip(prompts[: cfg.grid_images * 4], images[: cfg.grid_images * 4]))}
         if specs:
@@ -238,12 +248,13 @@ def classifier_accuracy_on_renders(classifier, *, render_size: int, n: int) -> d
 
 
 def default_clip(data_dir: Path, cache_dir: Path, *, preset: str = "small") -> Path:
-    """The in-domain CLIP for a data folder: trained once with `t2i train clip`'s defaults, cached by fingerprint."""
+    """The in-domain CLIP for a data folder: trained once with `t2i train clip`'s defaults, on the "train" split
+    (every row of data that marks no splits), cached by that split's fingerprint."""
     from t2i.evaluation.clip import CLIP_PRESETS, ClipTrainConfig, train_clip
 
-    records, _ = scan_folder(data_dir, verify=False)
+    records, _ = scan_folder(data_dir, verify=False, split=TRAIN)
     size = data_image_size(records)[0]
-    folder = Path(cache_dir) / "clip" / f"{dataset_fingerprint(data_dir)}-{preset}-{size}px"
+    folder = Path(cache_dir) / "clip" / f"{dataset_fingerprint(data_dir, TRAIN)}-{preset}-{size}px"
     if not (folder / "config.json").is_file():
         log.warning("no --clip given: training an in-domain CLIP on %s (once; cached in %s). To choose, run "
                     "t2i train clip --data %s --out DIR and pass --clip DIR", data_dir, folder, data_dir)
@@ -296,7 +307,7 @@ def run_eval(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig, *, dat
         raise FileNotFoundError(f"data folder {data_dir} does not exist (pass --data DIR)")
     clip_extractor = ClipExtractor.from_folder(clip or default_clip(data_dir, cache_dir))
     features = InceptionExtractor.from_file(inception) if inception else clip_extractor
-    records, _ = scan_folder(data_dir, verify=False)
+    records, _ = scan_folder(data_dir, verify=False, split=cfg.split)
     evaluators = Evaluators(features, clip_extractor)
     if cfg.compositional_images > 0 and records[0].extra.get("attributes"):
         folder = Path(classifier) if classifier else default_classifier(cache_dir, pipe.image_size)

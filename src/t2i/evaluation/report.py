@@ -96,13 +96,18 @@ def render_report(folder: Path, metrics: dict, samples: dict) -> None:
                  seed=metrics["seed"], n_real=metrics["n_real"], fx=html.escape(metrics["fid_extractor"]),
                  clip=html.escape(metrics["clip_model"]))]
     rows = [[s["sampler"], s["steps"], s["guidance"], s["n"], f"{s['fid']:.2f}",
-             f"{s['kid']:.4f} ± {s['kid_std']:.4f}", f"{s['clip_score']:.2f}",
+             f"{s['kid']:.4f} ± {s['kid_std']:.4f}", f"{s['clip_score']:.2f}", f"{s['clip_score_shuffled']:.2f}",
              _pct(s["compositional"]["all"], "exact") if "compositional" in s else "–", s["seconds"]]
             for s in settings]
-    rows.append(["real images", "", "", metrics["real"]["n"], "", "", f"{metrics['real']['clip_score']:.2f}", "", ""])
+    real = metrics["real"]
+    rows.append(["real images", "", "", real["n"], "", "", f"{real['clip_score']:.2f}",
+                 f"{real['clip_score_shuffled']:.2f}", "", ""])
+    split = f" Data split: <b>{html.escape(metrics['split'])}</b>." if metrics.get("split") else ""
     parts += ["<h2>Metrics per setting</h2>",
+              f"<p>CLIP score with shuffled captions: the same images scored against other images' prompts, the "
+              f"floor a CLIP score must rise above.{split}</p>",
               _table(rows, ["sampler", "steps", "guidance", "N", "FID ↓", "KID ↓", "CLIP score ↑",
-                            "compositional exact ↑", "seconds"])]
+                            "shuffled captions", "compositional exact ↑", "seconds"])]
     if guidance_curve:
         _plot_fid_vs_clip(guidance_curve, folder / "fid_vs_clip_score.png")
         parts += ["<h2>FID vs CLIP score (guidance sweep)</h2>",
