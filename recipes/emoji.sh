@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The emoji model that ships with t2i (src/t2i/models/emoji/), trained with t2i's own commands:
-#   data → autoencoder → generator (checkpoints; rerun to resume) → compose → in-domain CLIP → evaluation.
+#   data → autoencoder → generator (checkpoints; rerun to resume) → compose → in-domain CLIP → evaluation
+#   on the held-out emoji → a grid of held-out prompts beside the real emoji.
 #
 #   bash recipes/emoji.sh [OUT]          # default OUT = outputs/emoji; rerun the same line to resume
 #   OMP_NUM_THREADS=1 bash recipes/emoji.sh   # on a machine shared with other busy processes
@@ -10,8 +11,8 @@
 # by measured per-step CPU cost (benchmarks/model_step_cost.py) to fit about an hour on 2 CPU cores and
 # 25 MB of weights. Each stage's wall, user and system seconds go to OUT/times.tsv, with the load average
 # (other processes on the machine make wall time longer; user + system seconds much less so).
-# Environment overrides (for smoke tests only; the shipped model used the defaults): T2I, LIMIT, SIZE,
-# AE_STEPS, GEN_STEPS, AE_PRESET, GEN_PRESET, CLIP_STEPS, EVAL_N.
+# Environment overrides (for smoke tests only; the shipped model used the defaults): T2I and PYTHON (the
+# programs), LIMIT, SIZE, AE_STEPS, GEN_STEPS, AE_PRESET, GEN_PRESET, GUIDANCE, EVAL_GUIDANCE, EVAL_N.
 set -euo pipefail
 
 OUT=${1:-outputs/emoji}
@@ -22,6 +23,9 @@ AE_PRESET=${AE_PRESET:-medium}  # AutoencoderKL (32, 64, 64): f = 4, 4 latent ch
 AE_STEPS=${AE_STEPS:-600}
 GEN_PRESET=${GEN_PRESET:-medium}  # UNet2DConditionModel (64, 128), cross-attention at 4×4
 GEN_STEPS=${GEN_STEPS:-1500}
+GUIDANCE=${GUIDANCE:-2}                 # the default guidance scale: the best of the sweep below (FID, KID, CLIP score)
+EVAL_GUIDANCE=${EVAL_GUIDANCE:-"1 2 4"}  # the guidance scales the evaluation sweeps
+PYTHON=${PYTHON:-python3}
 
 mkdir -p "$OUT"
 TIMES="$OUT/times.tsv"
@@ -56,5 +60,24 @@ if [ ! -f "$OUT/generator/t2i_component.json" ]; then
         --steps "$GEN_STEPS" --batch-size 64 --lr 2e-3 --ema 0.999 --checkpoint-every 100 --resume
 fi
 
-stage compose "$T2I" compose --generator "$OUT/generator" --out "$OUT/pipeline" --text-encoder minilm
-echo "wrote $OUT/pipeline; stage times in $TIMES"
+# MiniLM is named, not copied (87 MB): the folder holds the U-Net, the autoencoder and the scheduler.
+stage compose "$T2I" compose --generator "$OUT/generator" --out "$OUT/pipeline" --text-encoder minilm \
+    --reference-text-encoder --guidance "$GUIDANCE"
+
+# The judge: a small CLIP trained on the same training split (held-out emoji unseen), for FID features and
+# CLIP score. Independent of the model, so it may also run beside the generator stage.
+if [ ! -f "$OUT/clip/t2i_component.json" ]; then
+    stage clip "$T2I" train clip --data "$OUT/data" --split train --out "$OUT/clip" --checkpoint-every 100 --resume
+fi
+
+# FID, KID and CLIP score (with shuffled captions beside it) on every held-out emoji: prompts are their
+# names, real images the emoji themselves; one setting per guidance scale.
+HELD=$(grep -c '"split": "held_out"' "$OUT/data/metadata.jsonl")
+stage eval "$T2I" eval "$OUT/pipeline" --data "$OUT/data" --split held_out --n "${EVAL_N:-$HELD}" \
+    --n-real "$HELD" --clip "$OUT/clip" --guidance $EVAL_GUIDANCE --out "$OUT/eval-held-out" \
+    --cache-dir "$OUT/eval-cache"
+
+stage grid "$PYTHON" "$(dirname "$0")/emoji_grid.py" --model "$OUT/pipeline" --data "$OUT/data" \
+    --out "$OUT/held_out_grid.png" --rows 16 --n 6
+echo "wrote $OUT/pipeline, $OUT/eval-held-out/report.html, $OUT/held_out_grid.png; stage times in $TIMES"
+echo "to ship it: cp -r $OUT/pipeline/. src/t2i/models/emoji/ (and update src/t2i/models/emoji/MODEL_CARD.md)"
