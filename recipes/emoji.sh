@@ -56,7 +56,7 @@ fi
 # MiniLM embeddings of every caption of an image (name, Unicode name, aliases); one is drawn per step.
 if [ ! -f "$OUT/generator/t2i_component.json" ]; then
     stage generator "$T2I" train generator --data "$OUT/data" --split train --autoencoder "$OUT/autoencoder" \
-        --out "$OUT/generator" --text-encoder minilm --max-length 20 --preset "$GEN_PRESET" \
+        --out "$OUT/generator" --text-encoder minilm --max-length 20 --preset "$GEN_PRESET" --beta-schedule scaled_linear \
         --steps "$GEN_STEPS" --batch-size 64 --lr 2e-3 --ema 0.999 --checkpoint-every 100 --resume
 fi
 
