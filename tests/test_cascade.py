@@ -194,6 +194,8 @@ def test_bad_cascade_settings_are_refused_with_a_reason(cascade):
         cascade("a red circle", height=10)
     with pytest.raises(ValueError, match="2 noise levels for 1 upsamplers"):
         cascade("a red circle", noise_level=[10, 20])
+    with pytest.raises(ValueError, match="noise level must be a timestep in 0..999, got 1000"):
+        cascade("a red circle", noise_level=1000)
     with pytest.raises(ValueError, match="upsampler steps must be at least 1"):
         cascade("a red circle", upsampler_steps=0)
     (img,) = cascade("a red circle", seed=0, height=16, width=32)
@@ -201,6 +203,16 @@ def test_bad_cascade_settings_are_refused_with_a_reason(cascade):
 
 
 # -- composition and the CLI -----------------------------------------------------------------------------
+
+
+def test_stages_chain_to_a_larger_image(base, upsampler, shapes16, tmp_path):
+    second = tmp_path / "up32"
+    train_upsampler(shapes16, second, _upsampler_cfg(low=16, size=32, steps=1, held_out=0))
+    pipe = t2i.load(compose_cascade(base[0], [upsampler[0], second], tmp_path / "pipe"))
+    assert pipe.image_size == 32 and pipe.factors == [2, 2]
+    events = list(pipe.stream("a red circle", seed=0, steps=2, upsampler_steps=2))
+    assert [e.step for e in events] == [1, 2, 3, 4, 5, 6, 6] and events[-1].total == 6
+    assert events[-1].images[0].size == (32, 32) and all(e.images[0].size == (32, 32) for e in events)
 
 
 def test_mismatched_resolutions_are_refused_naming_both_sizes(base, upsampler, shapes16, tmp_path, capsys):

@@ -121,6 +121,10 @@ class CascadePipeline(Pipeline):
             levels = [int(noise_level)] * len(self.stages) if isinstance(noise_level, int) else list(noise_level)
             if len(levels) != len(self.stages):
                 raise ValueError(f"{len(levels)} noise levels for {len(self.stages)} upsamplers")
+        for level, stage in zip(levels, self.stages):
+            n = stage["schedule"]["num_train_timesteps"]
+            if not 0 <= level < n:
+                raise ValueError(f"noise level must be a timestep in 0..{n - 1}, got {level}")
         threshold = dynamic_threshold if dynamic_threshold is not None else self.defaults["dynamic_threshold"]
         if threshold is not None and not 0 <= threshold <= 1:
             raise ValueError(f"dynamic thresholding percentile must be in (0, 1] (0: off), got {threshold}")
