@@ -22,13 +22,15 @@ from t2i.cascade.model import UpsamplerConfig, build_upsampler, check_upsampler_
     upsampler_network
 from t2i.cascade.sample import super_resolve
 from t2i.components import write_component_info
-from t2i.data import dataset_fingerprint, load_tensors, scan_folder
+from t2i.data.sources import ImageRows, open_source
+from t2i.generator.cache import SHARD_ROWS
 from t2i.generator.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
 from t2i.generator.loss import diffusion_loss
 from t2i.generator.model import GeneratorConfig, build_unet
 from t2i.sampling import Denoiser, alphas_cumprod, spaced_timesteps
 from t2i.text import TextEncoderConfig
-from t2i.training.trainer import TrainConfig, random_batches, train
+from t2i.training.batches import sample_rand, sample_randint, sample_randn
+from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
 
 log = logging.getLogger("t2i.cascade")
 
@@ -61,7 +63,7 @@ def base_loss(denoiser: Denoiser, cfg: GeneratorConfig, uncond: torch.Tensor | N
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         x0 = batch["pixel_values"]  # (B, 3, h, w)
-        drop = torch.rand(x0.shape[0], generator=generator) < cfg.caption_dropout  # (B,)
+        drop = sample_rand((x0.shape[0],), generator, device=x0.device) < cfg.caption_dropout  # (B,)
         unet, emb = caption_embeddings(model, batch, drop, text_table, uncond)
         return diffusion_loss(denoiser, x0, lambda x_t, t: unet(x_t, t, encoder_hidden_states=emb).sample, generator,
                               min_snr_gamma=cfg.min_snr_gamma)
@@ -70,18 +72,27 @@ def base_loss(denoiser: Denoiser, cfg: GeneratorConfig, uncond: torch.Tensor | N
 
 
 def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, *, cache_dir: str | Path | None = None,
-               command: str | None = None) -> dict:
-    """Cache the text embeddings, train the pixel U-Net (and a from-scratch encoder), save the component."""
+               command: str | None = None, resume: bool | str | Path = False, reset_data_position: bool = False) -> dict:
+    """Cache the text embeddings, train the pixel U-Net (and a from-scratch encoder), save the component.
+
+    `data_dir`, `resume`, `reset_data_position`, multi-process runs and stop signals: as `train_generator`.
+    """
+    out_dir = Path(out_dir)
+    resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
     if cfg.image_size % cfg.model.downsampling_factor:  # fail before reading anything
         raise ValueError(f"base image size {cfg.image_size} is not divisible by the U-Net's factor "
                          f"{cfg.model.downsampling_factor}")
-    out_dir = Path(out_dir)
-    records, report = scan_folder(data_dir)
+    source = open_source(data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
-    fingerprint = dataset_fingerprint(data_dir)
-    text = prepare_text(cfg.text, [r.caption for r in records], cache_dir=cache_dir, fingerprint=fingerprint)
-    tensors = {"pixel_values": load_tensors(records, cfg.image_size), **text.tensors}
+    processes = process_state()  # joins the process group under accelerate launch / torchrun (else one process)
+    split = dict(rank=processes.process_index, world_size=processes.num_processes, barrier=processes.wait_for_everyone,
+                 shard_rows=SHARD_ROWS)
+    fingerprint = source.fingerprint()
+    text = prepare_text(cfg.text, source.captions, cache_dir=cache_dir, fingerprint=fingerprint,
+                        device=processes.device, split=split)
+    # Images are decoded per batch, at the base's size, by the same resize that makes an upsampler's inputs.
+    tensors = {"pixel_values": ImageRows(source, cfg.image_size), **text.tensors}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # diffusers initialises from the global RNG; keep it contained
         unet = build_unet(cfg.model, sample_size=cfg.image_size, latent_channels=3,
@@ -89,8 +100,13 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
     model = trainable(unet, text)
     denoiser = Denoiser(unet, alphas_cumprod(cfg.model.schedule), cfg.model.prediction_type)
     loss_fn = base_loss(denoiser, cfg.model, text.uncond, text.text_table)
-    batches = random_batches(tensors, cfg.train.batch_size, seed=cfg.train.seed)
-    result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="base")
+    batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
+    result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="base", resume=resume,
+                   reset_data_position=reset_data_position, data_fingerprint=fingerprint)
+    if result.stopped:
+        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
+    if not result.is_main_process:
+        return {"component": "base", "is_main_process": False}
 
     final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
     final_unet.save_pretrained(out_dir, safe_serialization=True)
@@ -103,10 +119,11 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
         "text_encoder": text_encoder_info(cfg.text, text),
         "data": str(data_dir),
         "data_fingerprint": fingerprint,
-        "data_report": report.summary(),
+        "data_report": source.report.summary(),
         "config": asdict(cfg),
         "command": command,
-        "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds},
+        "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds,
+                    "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
         "losses": result.losses,
     }
     write_component_info(out_dir, info)
@@ -131,9 +148,9 @@ def upsampler_loss(denoiser: Denoiser, cfg: UpsamplerConfig):
 
     def loss_fn(unet: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         x0, low = batch["pixel_values"], batch["low_res"]  # (B, 3, H, W), (B, 3, h, w)
-        level = torch.randint(0, cfg.max_noise_level + 1, (x0.shape[0],), generator=generator)  # (B,)
+        level = sample_randint(cfg.max_noise_level + 1, (x0.shape[0],), generator, device=x0.device)  # (B,)
         enlarged = upsample(low, cfg.factor)  # (B, 3, H, W)
-        cond = denoiser.add_noise(enlarged, torch.randn(enlarged.shape, generator=generator), level)
+        cond = denoiser.add_noise(enlarged, sample_randn(enlarged.shape, generator, device=x0.device), level)
         net = upsampler_network(unet, level)
         return diffusion_loss(denoiser, x0, lambda x_t, t: net(x_t, t, cond), generator,
                               min_snr_gamma=cfg.min_snr_gamma)
@@ -158,27 +175,43 @@ def held_out_psnr(unet, cfg: UpsamplerConfig, low: torch.Tensor, high: torch.Ten
 
 
 def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTrainConfig, *,
-                    command: str | None = None) -> dict:
-    """Train on (small, large) pairs of the folder's images, measure held-out PSNR against bicubic, save."""
+                    command: str | None = None, resume: bool | str | Path = False,
+                    reset_data_position: bool = False) -> dict:
+    """Train on (small, large) pairs of the source's images, measure held-out PSNR against bicubic, save.
+
+    `data_dir`, `resume`, `reset_data_position`, multi-process runs and stop signals: as `train_autoencoder`.
+    """
+    out_dir = Path(out_dir)
+    resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
     check_upsampler_config(cfg.model)  # a bad config fails before any data is read
     m = cfg.model
-    records, report = scan_folder(data_dir)
+    source = open_source(data_dir)
+    held = min(cfg.held_out, len(source) // 10)
     # Both sizes come from the source file through one resize (load_image), exactly as the base's training
     # images do: the small images an upsampler is trained on are distributed like those the base draws.
-    high, low = load_tensors(records, m.image_size), load_tensors(records, m.low_size)
-    held = min(cfg.held_out, len(records) // 10)
+    rows = range(held, len(source))
+    pairs = {"pixel_values": ImageRows(source, m.image_size, rows), "low_res": ImageRows(source, m.low_size, rows)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         unet = build_upsampler(m)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = source.fingerprint()
     denoiser = Denoiser(unet, alphas_cumprod(m.schedule), m.prediction_type)
-    batches = random_batches({"pixel_values": high[held:], "low_res": low[held:]}, cfg.train.batch_size,
-                             seed=cfg.train.seed)
-    result = train(unet, upsampler_loss(denoiser, m), batches, cfg.train, log_dir=out_dir, desc="upsampler")
-    final = result.ema if result.ema is not None else unet
+    batches = random_batches(pairs, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names[held:])
+    result = train(unet, upsampler_loss(denoiser, m), batches, cfg.train, log_dir=out_dir, desc="upsampler",
+                   resume=resume, reset_data_position=reset_data_position, data_fingerprint=fingerprint)
+    if result.stopped:
+        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
+    if not result.is_main_process:
+        return {"component": "upsampler", "is_main_process": False}
+
+    final = (result.ema if result.ema is not None else unet).cpu()  # measured on the CPU, where the images are
     start = time.perf_counter()
-    ours, bicubic = held_out_psnr(final, m, low[:held], high[:held], steps=cfg.eval_steps) if held else (None, None)
+    ours, bicubic = None, None
+    if held:
+        test = torch.arange(held)
+        ours, bicubic = held_out_psnr(final, m, ImageRows(source, m.low_size, range(held))[test],
+                                      ImageRows(source, m.image_size, range(held))[test], steps=cfg.eval_steps)
     final.save_pretrained(out_dir, safe_serialization=True)
     info = {
         "component": "upsampler",
@@ -189,13 +222,14 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
         "image_size": m.image_size,
         "sampling_noise_level": m.sampling_noise_level,
         "data": str(data_dir),
-        "data_fingerprint": dataset_fingerprint(data_dir),
-        "data_report": report.summary(),
+        "data_fingerprint": fingerprint,
+        "data_report": source.report.summary(),
         "config": asdict(cfg),
         "command": command,
         "metrics": {"psnr_held_out": ours, "psnr_bicubic_held_out": bicubic, "held_out_images": held,
                     "eval_steps": cfg.eval_steps, "eval_seconds": time.perf_counter() - start,
-                    "final_loss": result.final_loss, "train_seconds": result.seconds},
+                    "final_loss": result.final_loss, "train_seconds": result.seconds,
+                    "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
         "losses": result.losses,
     }
     write_component_info(out_dir, info)
