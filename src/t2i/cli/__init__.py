@@ -24,6 +24,10 @@ the recipe (Stable Diffusion's, trained from scratch):
   t2i eval runs/pipe --guidance 1 2 3 5                    # 3. FID, KID, CLIP score, compositional accuracy
 or all of it at once, in about five minutes on a laptop CPU:
   t2i demo
+the cascade variant (Imagen's): a small image, then super-resolution diffusion trained on images alone:
+  t2i train base --data data/shapes --out runs/base --size 16
+  t2i train upsampler --data data/shapes --out runs/up --low-size 16 --size 32
+  t2i compose --base runs/base --upsampler runs/up --out runs/cascade
 """
 
 # The command groups, in the order `t2i --help` lists them.

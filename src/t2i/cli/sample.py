@@ -1,4 +1,4 @@
-"""`t2i compose` (three components → one pipeline folder) and `t2i generate` (prompts → PNGs)."""
+"""`t2i compose` (trained components → one pipeline folder, latent or cascade) and `t2i generate` (prompts → PNGs)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ from t2i.cli.common import Help, positive_int
 
 
 def register(sub) -> None:
-    m = sub.add_parser("compose", formatter_class=Help, help="compose three components into a pipeline folder",
-                       description="Writes a folder that both t2i.load() and diffusers' "
-                       "StableDiffusionPipeline.from_pretrained() load. Refuses parts that do not fit, saying why.")
-    m.add_argument("--generator", required=True, type=Path, help="generator component folder")
+    m = sub.add_parser("compose", formatter_class=Help, help="compose trained components into a pipeline folder",
+                       description="Latent variant (--generator): writes a folder that both t2i.load() and diffusers' "
+                       "StableDiffusionPipeline.from_pretrained() load. Cascade variant (--base, --upsampler ...): "
+                       "writes a folder that t2i.load() loads, its stages described in t2i.json. Refuses parts that "
+                       "do not fit, saying why.")
+    which = m.add_mutually_exclusive_group(required=True)
+    which.add_argument("--generator", type=Path, default=None, help="latent generator component folder")
+    which.add_argument("--base", type=Path, default=None, help="cascade base component folder (t2i train base)")
+    m.add_argument("--upsampler", type=Path, action="append", default=None, metavar="DIR",
+                   help="cascade upsampler component folder (t2i train upsampler); repeat for each stage, smallest first")
     m.add_argument("--out", required=True, type=Path, help="pipeline folder to write")
-    m.add_argument("--text-encoder", default=None, help="text encoder (default: the one the generator trained with)")
+    m.add_argument("--text-encoder", default=None, help="text encoder (default: the one the generator or base trained with)")
     m.add_argument("--autoencoder", type=Path, default=None, help="autoencoder (default: the one the generator trained with)")
     m.add_argument("--force", action="store_true", help="compose even if weights differ from those trained with")
     m.add_argument("--reference-text-encoder", action="store_true",
@@ -24,6 +30,13 @@ def register(sub) -> None:
                    help="default guidance scale stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
     m.add_argument("--steps", type=positive_int, default=None,
                    help="default sampling steps stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
+    m.add_argument("--upsampler-steps", type=positive_int, default=None,
+                   help="cascade: default steps of each upsampler (default: t2i.pipeline.cascade.CASCADE_DEFAULTS)")
+    m.add_argument("--noise-level", type=int, action="append", default=None, metavar="LEVEL",
+                   help="cascade: sampling augmentation level of each upsampler, in order (default: the level each "
+                   "recorded in training)")
+    m.add_argument("--dynamic-threshold", type=float, default=None, metavar="P",
+                   help="cascade: default percentile for Imagen's dynamic thresholding (e.g. 0.995; default off)")
     m.set_defaults(run=run_compose)
 
     gen = sub.add_parser("generate", formatter_class=Help, help="generate images from prompts",
@@ -44,16 +57,39 @@ def register(sub) -> None:
     gen.add_argument("--width", type=positive_int, default=None, help="image width (default: training size)")
     gen.add_argument("--preview", type=Path, default=None, metavar="FILE.gif",
                      help="write the blurry-to-sharp progression (each step's predicted clean image) as a GIF")
+    gen.add_argument("--upsampler-steps", type=positive_int, default=None,
+                     help="cascade: steps of each super-resolution stage (default: the pipeline's)")
+    gen.add_argument("--noise-level", type=int, default=None,
+                     help="cascade: augmentation level of the small image at every stage (default: each stage's own)")
+    gen.add_argument("--dynamic-threshold", type=float, default=None, metavar="P",
+                     help="cascade: Imagen's dynamic thresholding at percentile P, e.g. 0.995; 0 turns it off "
+                     "(default: the pipeline's)")
     gen.set_defaults(run=run_generate)
 
 
 def run_compose(args, command: str) -> None:
-    from t2i.pipeline import compose
+    defaults = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps),
+                                  ("upsampler_steps", args.upsampler_steps),
+                                  ("dynamic_threshold", args.dynamic_threshold)) if v is not None}
+    if args.base:
+        from t2i.cascade.compose import compose_cascade
 
-    out = compose(args.generator, args.out, text_encoder=args.text_encoder, autoencoder_dir=args.autoencoder,
-                  force=args.force, defaults={k: v for k, v in (("guidance", args.guidance), ("steps", args.steps))
-                                              if v is not None},
-                  copy_text_encoder=not args.reference_text_encoder)
+        if args.autoencoder:
+            raise ValueError("--autoencoder belongs to the latent variant; a cascade's decoders are its --upsampler stages")
+        if args.reference_text_encoder:
+            raise ValueError("--reference-text-encoder belongs to the latent variant; a cascade folder holds its encoder")
+        out = compose_cascade(args.base, args.upsampler or [], args.out, text_encoder=args.text_encoder,
+                              defaults=defaults, noise_levels=args.noise_level, force=args.force)
+    else:
+        from t2i.pipeline import compose
+
+        cascade_only = [f for f, v in (("--upsampler", args.upsampler), ("--upsampler-steps", args.upsampler_steps),
+                                       ("--noise-level", args.noise_level),
+                                       ("--dynamic-threshold", args.dynamic_threshold)) if v is not None]
+        if cascade_only:
+            raise ValueError(f"{', '.join(cascade_only)} belong(s) to the cascade variant: compose with --base")
+        out = compose(args.generator, args.out, text_encoder=args.text_encoder, autoencoder_dir=args.autoencoder,
+                      force=args.force, defaults=defaults, copy_text_encoder=not args.reference_text_encoder)
     print(f"wrote {out}")
 
 
@@ -64,8 +100,14 @@ def run_generate(args, command: str) -> None:
     from t2i.pipeline.preview import save_generation
 
     pipe = t2i.load(args.model)  # None: the shipped emoji model
+    options = {k: v for k, v in (("upsampler_steps", args.upsampler_steps), ("noise_level", args.noise_level),
+                                 ("dynamic_threshold", args.dynamic_threshold)) if v is not None}
+    unknown = [k for k in options if k not in pipe.options]
+    if unknown:
+        raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} do(es) not apply to "
+                         f"{args.model or 'the shipped emoji model'}, a {pipe.info.get('variant', 'latent')} pipeline")
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     paths = save_generation(pipe, args.prompts, args.out, n=args.n, steps=args.steps, guidance=args.guidance,
                             sampler=args.sampler, seed=seed, negative_prompt=args.negative, height=args.height,
-                            width=args.width, preview=args.preview)
+                            width=args.width, preview=args.preview, **options)
     print(f"seed {seed}: wrote {len(paths)} images to {args.out}" + (f", preview {args.preview}" if args.preview else ""))

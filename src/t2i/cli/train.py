@@ -24,11 +24,14 @@ DATA_HELP = ("dataset: an imagefolder (metadata.jsonl or .txt sidecars), WebData
 
 def register(sub) -> None:
     train = sub.add_parser("train", help="train one component",
-                           description="Components are trained separately: the autoencoder on images alone, then "
-                           "the generator on its latents with a text encoder's embeddings.")
+                           description="Components are trained separately. Latent variant: the autoencoder on images "
+                           "alone, then the generator on its latents with a text encoder's embeddings. Cascade variant: "
+                           "the base on small images with the text, the upsamplers on images alone.")
     tsub = train.add_subparsers(dest="component", required=True, metavar="COMPONENT")
     register_autoencoder(tsub)
     register_generator(tsub)
+    register_base(tsub)
+    register_upsampler(tsub)
     register_clip(tsub)
     register_shapes_classifier(tsub)
 
@@ -64,6 +67,33 @@ def run_autoencoder(args, command: str) -> None:
           f"latent scaling factor {info['latent_scaling_factor']:.4f}, wrote {args.out}")
 
 
+def add_text_conditioned_flags(p, presets: tuple[str, ...] = ("tiny", "small", "base")) -> None:
+    """The flags of a text-conditioned diffusion U-Net (the latent generator, the cascade's base); `presets`: the
+    names of its size presets (names only: --help imports no torch)."""
+    p.add_argument("--text-encoder", default="minilm",
+                   help="'minilm' (pretrained, bundled), 'scratch' (trained jointly), or a local transformers folder")
+    p.add_argument("--max-length", type=positive_int, default=32, help="prompt length in tokens")
+    p.add_argument("--preset", choices=presets, default="small", help="U-Net size")
+    p.add_argument("--prediction", choices=["v_prediction", "epsilon"], default="v_prediction",
+                   help="what the network predicts")
+    p.add_argument("--caption-dropout", type=fraction, default=0.1, help="share of empty-prompt training samples")
+    p.add_argument("--beta-schedule", choices=["squaredcos_cap_v2", "scaled_linear", "linear"],
+                   default="squaredcos_cap_v2", help="noise schedule: cosine (Nichol & Dhariwal; ends in pure noise) "
+                   "or Stable Diffusion's scaled_linear")
+    p.add_argument("--min-snr-gamma", type=float, default=5.0, help="Min-SNR-γ loss weighting (0: plain MSE)")
+
+
+def text_conditioned_config(args, presets):
+    """The U-Net config (GeneratorConfig) and text encoder config from `add_text_conditioned_flags`."""
+    from t2i.text import TextEncoderConfig
+
+    model = presets[args.preset]()
+    model.prediction_type, model.caption_dropout = args.prediction, args.caption_dropout
+    model.min_snr_gamma = args.min_snr_gamma
+    model.schedule.beta_schedule = args.beta_schedule
+    return model, TextEncoderConfig(source=args.text_encoder, max_length=args.max_length)
+
+
 def register_generator(tsub) -> None:
     g = tsub.add_parser("generator", formatter_class=Help, help="the latent diffusion U-Net, text-conditioned",
                         description="Caches the autoencoder's latents and the text encoder's embeddings once, then "
@@ -72,17 +102,7 @@ def register_generator(tsub) -> None:
     add_split_flag(g)
     g.add_argument("--autoencoder", required=True, type=Path, help="autoencoder component folder")
     g.add_argument("--out", required=True, type=Path, help="component folder to write")
-    g.add_argument("--text-encoder", default="minilm",
-                   help="'minilm' (pretrained, bundled), 'scratch' (trained jointly), or a local transformers folder")
-    g.add_argument("--max-length", type=positive_int, default=32, help="prompt length in tokens")
-    g.add_argument("--preset", choices=["tiny", "small", "medium", "base"], default="small", help="U-Net size")
-    g.add_argument("--prediction", choices=["v_prediction", "epsilon"], default="v_prediction",
-                   help="what the network predicts")
-    g.add_argument("--beta-schedule", choices=["squaredcos_cap_v2", "scaled_linear", "linear"],
-                   default="squaredcos_cap_v2", help="noise schedule: cosine (Nichol & Dhariwal; ends in pure noise) "
-                   "or Stable Diffusion's scaled_linear")
-    g.add_argument("--caption-dropout", type=fraction, default=0.1, help="share of empty-prompt training samples")
-    g.add_argument("--min-snr-gamma", type=float, default=5.0, help="Min-SNR-γ loss weighting (0: plain MSE)")
+    add_text_conditioned_flags(g, presets=("tiny", "small", "medium", "base"))
     g.add_argument("--pooled-text-heads", type=int, default=0,
                    help="also add an attention-pooled summary of the prompt to the timestep embedding, with this many "
                    "heads (must divide the text width; 0: cross-attention only). diffusers' pipeline runs either")
@@ -102,14 +122,10 @@ def register_generator(tsub) -> None:
 
 def run_generator(args, command: str) -> None:
     from t2i.generator import GENERATOR_PRESETS, GeneratorTrainConfig, train_generator
-    from t2i.text import TextEncoderConfig
 
-    model = GENERATOR_PRESETS[args.preset]()
-    model.prediction_type, model.caption_dropout = args.prediction, args.caption_dropout
-    model.min_snr_gamma, model.pooled_text_heads = args.min_snr_gamma, args.pooled_text_heads
-    model.schedule.beta_schedule = args.beta_schedule
-    cfg = GeneratorTrainConfig(model=model, text=TextEncoderConfig(source=args.text_encoder, max_length=args.max_length),
-                               train=train_config(args, sample_every=args.sample_every),
+    model, text = text_conditioned_config(args, GENERATOR_PRESETS)
+    model.pooled_text_heads = args.pooled_text_heads
+    cfg = GeneratorTrainConfig(model=model, text=text, train=train_config(args, sample_every=args.sample_every),
                                cache_shard_rows=args.cache_shard_rows, eval_every=args.eval_every,
                                eval_images=args.eval_images, eval_clip=str(args.eval_clip) if args.eval_clip else None)
     info = train_generator(args.data, args.autoencoder, args.out, cfg, cache_dir=args.cache_dir, command=command,
@@ -121,6 +137,75 @@ def run_generator(args, command: str) -> None:
         from t2i.pipeline import compose
 
         print(f"pipeline: wrote {compose(args.out, args.pipeline_out)}")
+
+
+def register_base(tsub) -> None:
+    b = tsub.add_parser("base", formatter_class=Help, help="the cascade's base: a pixel diffusion U-Net, text-conditioned",
+                        description="Trains the first stage of the cascade (Imagen's) variant: a UNet2DConditionModel "
+                        "that draws small RGB images (e.g. 16×16) from text, with the same text caching, caption "
+                        "dropout and EMA as the latent generator. Upsamplers (t2i train upsampler) enlarge its images.")
+    b.add_argument("--data", required=True, type=Path, help=DATA_HELP)
+    b.add_argument("--out", required=True, type=Path, help="component folder to write")
+    b.add_argument("--size", type=positive_int, default=16, help="side of the small images it draws, in pixels")
+    add_text_conditioned_flags(b)
+    add_train_flags(b, steps=1200, batch_size=64, lr=2e-3, ema=0.999)
+    b.add_argument("--cache-dir", type=Path, default=None, help="where text embeddings are cached (default OUT/cache)")
+    b.set_defaults(run=run_base)
+
+
+def run_base(args, command: str) -> None:
+    from t2i.cascade.train import BASE_PRESETS, BaseTrainConfig, train_base
+
+    model, text = text_conditioned_config(args, BASE_PRESETS)
+    cfg = BaseTrainConfig(image_size=args.size, model=model, text=text, train=train_config(args))
+    info = train_base(args.data, args.out, cfg, cache_dir=args.cache_dir, command=command, resume=args.resume,
+                      reset_data_position=args.reset_data_position)
+    if report_stop(info, command) or not is_main_process():
+        return
+    print(f"base: final loss {info['metrics']['final_loss']:.4f}, {args.size}×{args.size} images, wrote {args.out}")
+
+
+def register_upsampler(tsub) -> None:
+    u = tsub.add_parser("upsampler", formatter_class=Help, help="a cascade stage: super-resolution diffusion, images only",
+                        description="Trains a super-resolution diffusion U-Net on (small, large) pairs made from any "
+                        "image source (captions unused). The enlarged small image is concatenated to the noisy "
+                        "input after noise-conditioning augmentation: in training it is noised to a random level "
+                        "(given to the network); at sampling a fixed level is used. Reports held-out PSNR against "
+                        "bicubic enlargement. Stages chain: train 16→32 and 32→64 for a 64 px cascade.")
+    u.add_argument("--data", required=True, type=Path, help=DATA_HELP + " (captions are not used)")
+    u.add_argument("--out", required=True, type=Path, help="component folder to write")
+    u.add_argument("--low-size", type=positive_int, default=16, help="side of the input images, in pixels")
+    u.add_argument("--size", type=positive_int, default=32, help="side of the output images, a multiple of --low-size")
+    u.add_argument("--preset", choices=["tiny", "small", "base"], default="small", help="U-Net size")
+    u.add_argument("--prediction", choices=["sample", "v_prediction", "epsilon"], default="sample",
+                   help="what the network predicts ('sample': the clean image x0)")
+    u.add_argument("--min-snr-gamma", type=float, default=0.0, help="Min-SNR-γ loss weighting (0: plain MSE)")
+    u.add_argument("--max-noise-level", type=non_negative_int, default=250,
+                   help="training augmentation levels are drawn from 0..this (timesteps of the cosine schedule; "
+                   "250 leaves signal 0.92, noise 0.39)")
+    u.add_argument("--noise-level", type=non_negative_int, default=50,
+                   help="the fixed augmentation level used at sampling, recorded in the component (50: noise 0.09)")
+    add_train_flags(u, steps=800, batch_size=32, lr=2e-3, ema=0.999)
+    u.add_argument("--held-out", type=non_negative_int, default=128, help="images kept out of training to measure PSNR")
+    u.set_defaults(run=run_upsampler)
+
+
+def run_upsampler(args, command: str) -> None:
+    from t2i.cascade.model import UPSAMPLER_PRESETS
+    from t2i.cascade.train import UpsamplerTrainConfig, train_upsampler
+
+    model = UPSAMPLER_PRESETS[args.preset](args.low_size, args.size)
+    model.prediction_type, model.min_snr_gamma = args.prediction, args.min_snr_gamma
+    model.max_noise_level, model.sampling_noise_level = args.max_noise_level, args.noise_level
+    cfg = UpsamplerTrainConfig(model=model, train=train_config(args), held_out=args.held_out)
+    info = train_upsampler(args.data, args.out, cfg, command=command, resume=args.resume,
+                           reset_data_position=args.reset_data_position)
+    if report_stop(info, command) or not is_main_process():
+        return
+    m = info["metrics"]
+    psnr = (f"held-out PSNR {m['psnr_held_out']:.2f} dB (bicubic {m['psnr_bicubic_held_out']:.2f} dB), "
+            if m["held_out_images"] else "")
+    print(f"upsampler {args.low_size}→{args.size}: {psnr}wrote {args.out}")
 
 
 def register_clip(tsub) -> None:

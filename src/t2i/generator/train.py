@@ -18,12 +18,14 @@ from t2i.autoencoder.model import downsampling_factor
 from t2i.components import read_component_info, weights_digest, write_component_info
 from t2i.data.layout import TRAIN
 from t2i.data.sources import ImageRows, open_source
-from t2i.generator.cache import SHARD_ROWS, latent_rows, sharded_cache, text_rows
+from t2i.generator.cache import SHARD_ROWS, latent_rows, sharded_cache
+from t2i.generator.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
+from t2i.generator.loss import diffusion_loss
 from t2i.generator.model import GeneratorConfig, build_unet
 from t2i.generator.sample_grid import sample_grid_hook
 from t2i.sampling import Denoiser, alphas_cumprod
-from t2i.text import MINILM, SCRATCH, TextEncoderConfig, build_text_encoder, minilm_path
-from t2i.training.batches import sample_rand, sample_randint, sample_randn
+from t2i.text import SCRATCH, TextEncoderConfig
+from t2i.training.batches import sample_rand, sample_randn
 from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
 
 log = logging.getLogger("t2i.generator")
@@ -43,52 +45,21 @@ class GeneratorTrainConfig:
     eval_clip: str | None = None  # CLIPModel folder for the checks (t2i train clip); required when eval_every > 0
 
 
-def pick_captions(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One caption per image, uniformly among its own: `index` (B, K) holds each image's caption rows,
-    padded with -1; returns (B,). Drawn per sample like all training randomness (`sample_rand`)."""
-    count = (index >= 0).sum(1)  # (B,)
-    if (count < 1).any():
-        raise ValueError("an image has no caption")
-    pick = (sample_rand((len(index),), generator) * count).long().clamp(max=count - 1)  # (B,)
-    return index.gather(1, pick[:, None])[:, 0]
-
-
 def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: float, uncond: torch.Tensor,
                    text_table=None):
-    """The diffusion loss. With `text_table` (rows indexed by caption) the text is cached; without, the model
-    holds a trainable encoder. An image with several captions (batch "caption_index" of shape (B, K)) is
-    trained on one of them, drawn uniformly each time it is seen. Noise, timesteps, dropout and that choice
-    are drawn per sample (`sample_randn`...), so a multi-process run draws for each sample what a single
-    process would."""
-    snr = denoiser.alphas_cumprod / (1 - denoiser.alphas_cumprod)
+    """The diffusion loss on latents sampled from the cached posterior. With `text_table` (rows indexed by
+    caption) the text is cached; without, the model holds a trainable encoder. Noise, timesteps, dropout and, for
+    an image with several captions, which one, are drawn per sample (`sample_randn`...), so a multi-process run
+    draws for each sample what a single process would."""
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         mean, std = batch["latent_mean"], batch["latent_std"]
         b, device = mean.shape[0], mean.device
         x0 = (mean + std * sample_randn(mean.shape, generator, device=device)) * scaling_factor  # (B, c, h, w)
-        drop = sample_rand((b,), generator, device=device) < cfg.caption_dropout
-        if text_table is not None:
-            unet = model
-            index = batch["caption_index"].cpu()  # (B,), or (B, K) for K captions per image, -1 = none
-            if index.ndim == 2:
-                index = pick_captions(index, generator)  # (B,)
-            emb = text_table[index].to(device)  # (B, L, D)
-            emb = torch.where(drop[:, None, None], uncond.to(device).expand_as(emb), emb)
-        else:
-            unet = model["unet"]
-            ids = torch.where(drop[:, None], batch["uncond_ids"], batch["input_ids"])
-            mask = torch.where(drop[:, None], batch["uncond_mask"], batch["attention_mask"])
-            emb = model["text_encoder"](ids, mask)
-        t = sample_randint(len(denoiser.alphas_cumprod), (b,), generator, device=device)
-        eps = sample_randn(x0.shape, generator, device=device)
-        x_t = denoiser.add_noise(x0, eps, t)
-        out = unet(x_t, t, encoder_hidden_states=emb).sample
-        err = (out.float() - denoiser.target(x0, eps, t)).pow(2).flatten(1).mean(1)  # (B,)
-        if cfg.min_snr_gamma > 0:
-            s = snr.to(device)[t].to(err.dtype)
-            weight = s.clamp(max=cfg.min_snr_gamma) / (s + 1 if cfg.prediction_type == "v_prediction" else s)
-            err = err * weight
-        return err.mean()
+        drop = sample_rand((b,), generator, device=device) < cfg.caption_dropout  # (B,)
+        unet, emb = caption_embeddings(model, batch, drop, text_table, uncond, generator)
+        return diffusion_loss(denoiser, x0, lambda x_t, t: unet(x_t, t, encoder_hidden_states=emb).sample, generator,
+                              min_snr_gamma=cfg.min_snr_gamma)
 
     return loss_fn
 
@@ -139,47 +110,22 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     latents = sharded_cache(cache_dir, "latents", {"data": fingerprint, "vae": vae_digest, "size": image_size},
                             len(source), latent_rows(vae, ImageRows(source, image_size)), **processes_split)
 
-    scratch = cfg.text.source == SCRATCH
-    text_encoder = build_text_encoder(cfg.text).to(processes.device)
-    text_folder = minilm_path() if cfg.text.source == MINILM else cfg.text.source
-    tensors = dict(latents)
-    if scratch:
-        tokens = text_encoder.tokenize(captions)
-        empty = text_encoder.tokenize([""])
-        tensors.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-        tensors.update(uncond_ids=empty["input_ids"].expand(len(captions), -1),
-                       uncond_mask=empty["attention_mask"].expand(len(captions), -1))
-        text_table, uncond = None, None
-    else:
-        text_encoder.requires_grad_(False)
-        distinct = sorted({c for options in choices for c in options} if several else set(captions))
-        position = {c: i for i, c in enumerate(distinct)}
-        if several:  # (N, K): every caption of each image, padded with -1
-            width = max(len(options) for options in choices)
-            caption_index = torch.tensor([[position[c] for c in options] + [-1] * (width - len(options))
-                                          for options in choices])
-        else:
-            caption_index = torch.tensor([position[c] for c in captions])  # (N,)
-        text = sharded_cache(cache_dir, "text", {"data": fingerprint, "encoder": weights_digest(text_folder),
-                                                 "max_length": text_encoder.max_length, "all_captions": several},
-                             len(distinct), text_rows(text_encoder, distinct), **processes_split,
-                             small=lambda: {"caption_index": caption_index,
-                                            "uncond": text_encoder.encode([""])[0].float().cpu()})
-        text_table, uncond = text["text_table"], text["uncond"]
-        tensors["caption_index"] = text["caption_index"]
+    text = prepare_text(cfg.text, captions, cache_dir=cache_dir, fingerprint=fingerprint, device=processes.device,
+                        split=processes_split, choices=choices)
+    tensors = {**latents, **text.tensors}
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # diffusers initialises from the global RNG; keep it contained
         unet = build_unet(cfg.model, sample_size=latent_size, latent_channels=latents["latent_mean"].shape[1],
-                          cross_attention_dim=text_encoder.hidden_size)
-    model = nn.ModuleDict({"unet": unet, "text_encoder": text_encoder}) if scratch else unet
+                          cross_attention_dim=text.encoder.hidden_size)
+    model = trainable(unet, text)
     denoiser = Denoiser(unet, alphas_cumprod(cfg.model.schedule), cfg.model.prediction_type)
-    loss_fn = generator_loss(denoiser, cfg.model, scaling_factor, uncond, text_table)
+    loss_fn = generator_loss(denoiser, cfg.model, scaling_factor, text.uncond, text.text_table)
     batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     prompts = sorted(set(captions))[:4]
     on_sample = sample_grid_hook(out_dir / "samples", vae, cfg.model, scaling_factor, prompts,
-                                 None if scratch else text_encoder)
-    on_log = _periodic_eval(cfg, data_dir, vae, out_dir, cache_dir, model, text_encoder, scratch, image_size,
+                                 None if text.scratch else text.encoder)
+    on_log = _periodic_eval(cfg, data_dir, vae, out_dir, cache_dir, model, text.encoder, text.scratch, image_size,
                             main=processes.is_main_process)
     result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="generator", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint, on_sample=on_sample,
@@ -189,12 +135,8 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     if not result.is_main_process:
         return {"component": "generator", "is_main_process": False}
 
-    final = result.ema if result.ema is not None else model
-    final_unet = final["unet"] if scratch else final
+    final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
     final_unet.save_pretrained(out_dir, safe_serialization=True)
-    if scratch:
-        final["text_encoder"].save_pretrained(out_dir / "text_encoder")
-        text_folder = out_dir / "text_encoder"
     info = {
         "component": "generator",
         "kind": "latent-diffusion",
@@ -202,13 +144,7 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         "schedule": asdict(cfg.model.schedule),
         "image_size": image_size,
         "latent_size": latent_size,
-        "text_encoder": {
-            "source": cfg.text.source,
-            "folder": str(text_folder),
-            "max_length": text_encoder.max_length,
-            "hidden_size": text_encoder.hidden_size,
-            "weights_digest": weights_digest(text_folder),
-        },
+        "text_encoder": text_encoder_info(cfg.text, text),
         "autoencoder": {
             "folder": str(autoencoder_dir),
             "weights_digest": vae_digest,

@@ -15,8 +15,14 @@ def _load_latent(folder: Path) -> Pipeline:
     return T2IPipeline.from_pretrained(folder)
 
 
+def _load_cascade(folder: Path) -> Pipeline:
+    from t2i.pipeline.cascade import CascadePipeline
+
+    return CascadePipeline.from_pretrained(folder)
+
+
 # variant (the "variant" field of a pipeline folder's t2i.json) -> loader. A plain dict of functions.
-PIPELINE_LOADERS = {"latent": _load_latent}
+PIPELINE_LOADERS = {"latent": _load_latent, "cascade": _load_cascade}
 
 
 def load_pipeline(folder: str | Path) -> Pipeline:

@@ -8,6 +8,7 @@ interface alone, so a new variant gets them by implementing `__call__`.
 from __future__ import annotations
 
 import queue
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class Pipeline:
     info: dict
     defaults: dict
     samplers: tuple[str, ...] = ()  # the sampler names `__call__` accepts
+    options: tuple[str, ...] = ()  # keyword arguments of `__call__` beyond the common ones, for this variant only
 
     @property
     def image_size(self) -> int:
@@ -46,6 +48,38 @@ class Pipeline:
     def __call__(self, prompt: str | list[str], *, callback: Callable[[int, int, list[Image.Image]], None] | None = None,
                  **kwargs) -> list[Image.Image]:
         raise NotImplementedError
+
+    def _request(self, prompt, negative_prompt, num_images, steps, guidance, seed, sampler) -> dict:
+        """The settings every variant shares, checked, with this pipeline's defaults filled in: one prompt, one
+        negative prompt and one seed per image (`seed` + k for image k, or one each), steps, guidance, sampler."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("no prompt given")
+        if num_images < 1:
+            raise ValueError(f"number of images must be at least 1, got {num_images}")
+        prompts = [p for p in prompts for _ in range(num_images)]
+        n = len(prompts)
+        negatives = [negative_prompt or ""] * n if not isinstance(negative_prompt, list) else negative_prompt
+        if len(negatives) != n:
+            raise ValueError(f"{len(negatives)} negative prompts for {n} images")
+        steps = int(steps if steps is not None else self.defaults["steps"])
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        guidance = float(guidance if guidance is not None else self.defaults["guidance"])
+        if guidance < 0:
+            raise ValueError(f"guidance scale must be ≥ 0, got {guidance}")
+        sampler = sampler or self.defaults["sampler"]
+        if sampler not in self.samplers:
+            raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(self.samplers)}")
+        if seed is None:
+            seeds = [secrets.randbelow(2**31) for _ in range(n)]
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(n)]
+        else:
+            seeds = [int(s) for s in seed]
+            if len(seeds) != n:
+                raise ValueError(f"{len(seeds)} seeds for {n} images")
+        return dict(prompts=prompts, negatives=negatives, steps=steps, guidance=guidance, sampler=sampler, seeds=seeds)
 
     def stream(self, prompt: str | list[str], **kwargs) -> Iterator[StreamEvent]:
         """Yield a preview per step, then the finished images (`final=True`).

@@ -29,14 +29,24 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def check_fit(text_config: dict, text_max_length: int, unet_config: dict, vae_config: dict,
-              gen_info: dict, ae_info: dict, *, same_weights: dict[str, bool]) -> list[str]:
-    """Every reason the three parts cannot work together (empty when they fit)."""
+def text_fit_problems(text_config: dict, text_max_length: int, unet_config: dict, gen_info: dict, *,
+                      part: str = "generator") -> list[str]:
+    """Every reason a text encoder cannot condition a text-conditioned U-Net (`part` names it in the messages)."""
     problems = []
     text_width = next((int(text_config[k]) for k in ("hidden_size", "d_model") if k in text_config), None)
     if text_width != unet_config["cross_attention_dim"]:
-        problems.append(f"the generator cross-attends over width {unet_config['cross_attention_dim']}, "
+        problems.append(f"the {part} cross-attends over width {unet_config['cross_attention_dim']}, "
                         f"but the text encoder outputs width {text_width}")
+    if text_max_length != gen_info["text_encoder"]["max_length"]:
+        problems.append(f"the {part} was trained on prompts of {gen_info['text_encoder']['max_length']} tokens, "
+                        f"the text encoder would give {text_max_length}")
+    return problems
+
+
+def check_fit(text_config: dict, text_max_length: int, unet_config: dict, vae_config: dict,
+              gen_info: dict, ae_info: dict, *, same_weights: dict[str, bool]) -> list[str]:
+    """Every reason the three parts cannot work together (empty when they fit)."""
+    problems = text_fit_problems(text_config, text_max_length, unet_config, gen_info)
     if unet_config["in_channels"] != vae_config["latent_channels"]:
         problems.append(f"the generator denoises {unet_config['in_channels']}-channel latents, "
                         f"but the autoencoder's latents have {vae_config['latent_channels']} channels")
@@ -59,9 +69,6 @@ def check_fit(text_config: dict, text_max_length: int, unet_config: dict, vae_co
     elif abs(scale - gen_info["autoencoder"]["latent_scaling_factor"]) > 1e-6 * abs(scale):
         problems.append(f"the generator was trained with latent scaling factor "
                         f"{gen_info['autoencoder']['latent_scaling_factor']:.6g}, the autoencoder has {scale:.6g}")
-    if text_max_length != gen_info["text_encoder"]["max_length"]:
-        problems.append(f"the generator was trained on prompts of {gen_info['text_encoder']['max_length']} tokens, "
-                        f"the text encoder would give {text_max_length}")
     for part, same in same_weights.items():
         if not same:
             problems.append(f"the {part} is not the one the generator was trained with (different weights); "
@@ -103,18 +110,12 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
     if problems:
         raise CompositionError("these components do not fit:\n  - " + "\n  - ".join(problems))
 
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "model_index.json").exists():
-        raise FileExistsError(f"{out_dir} exists and is not a pipeline folder; choose another --out")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = start_folder(out_dir)
     encoder = load_text_encoder(text_folder, max_length=max_length)
     if copy_text_encoder:
         encoder.save_pretrained(tmp / "text_encoder", tokenizer_folder=tmp / "tokenizer")
     for name, src in (("unet", generator_dir), ("vae", autoencoder_dir)):
-        (tmp / name).mkdir()
-        for f in ["config.json", *sorted(p.name for p in src.glob("*.safetensors"))]:
-            shutil.copy2(src / f, tmp / name / f)
+        copy_weights(src, tmp / name)
     schedule = NoiseScheduleConfig(**gen_info["schedule"])
     (tmp / "scheduler").mkdir()
     # DPM-Solver++(2M) is t2i's default sampler, and diffusers' version of it walks the same trailing
@@ -139,6 +140,30 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
         },
         "metrics": metrics or {},
     }
+    return finish_folder(tmp, out_dir, info)
+
+
+def start_folder(out_dir: Path) -> Path:
+    """A fresh sibling folder to write a pipeline into, so that nothing is half-written if composing fails.
+    Refuses an `out_dir` that exists, is not empty and is not a pipeline folder."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not any(
+            (out_dir / name).exists() for name in ("model_index.json", PIPELINE_INFO)):
+        raise FileExistsError(f"{out_dir} exists and is not a pipeline folder; choose another --out")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def copy_weights(src: Path, dst: Path) -> None:
+    """A component's config.json and safetensors weights, copied into the new folder `dst`."""
+    dst.mkdir()
+    for f in ["config.json", *sorted(p.name for p in src.glob("*.safetensors"))]:
+        shutil.copy2(src / f, dst / f)
+
+
+def finish_folder(tmp: Path, out_dir: Path, info: dict) -> Path:
+    """Write t2i.json into `tmp` and move it to `out_dir`, replacing any pipeline folder there."""
     (tmp / PIPELINE_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -7,7 +7,6 @@ concurrent calls cannot corrupt each other. Image i depends only on seed i, what
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,40 +103,14 @@ class T2IPipeline(Pipeline):
         return [to_pil(p) for p in pixels]
 
     def _settings(self, prompt, negative_prompt, num_images, steps, guidance, seed, sampler, height, width):
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise ValueError("no prompt given")
-        if num_images < 1:
-            raise ValueError(f"number of images must be at least 1, got {num_images}")
-        prompts = [p for p in prompts for _ in range(num_images)]
-        n = len(prompts)
-        negatives = [negative_prompt or ""] * n if not isinstance(negative_prompt, list) else negative_prompt
-        if len(negatives) != n:
-            raise ValueError(f"{len(negatives)} negative prompts for {n} images")
-        steps = int(steps if steps is not None else self.defaults["steps"])
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        guidance = float(guidance if guidance is not None else self.defaults["guidance"])
-        if guidance < 0:
-            raise ValueError(f"guidance scale must be ≥ 0, got {guidance}")
-        sampler = sampler or self.defaults["sampler"]
-        get_sampler(sampler)  # fails early on an unknown name
+        s = self._request(prompt, negative_prompt, num_images, steps, guidance, seed, sampler)
         height, width = height or self.image_size, width or self.image_size
         for name, v in (("height", height), ("width", width)):
             if v < self.size_multiple or v % self.size_multiple:
                 raise ValueError(f"{name} {v} is not a positive multiple of {self.size_multiple} "
                                  f"(autoencoder factor {self.vae_factor} × U-Net factor "
                                  f"{self.size_multiple // self.vae_factor})")
-        if seed is None:
-            seeds = [secrets.randbelow(2**31) for _ in range(n)]
-        elif isinstance(seed, int):
-            seeds = [seed + i for i in range(n)]
-        else:
-            seeds = [int(s) for s in seed]
-            if len(seeds) != n:
-                raise ValueError(f"{len(seeds)} seeds for {n} images")
-        return dict(prompts=prompts, negatives=negatives, steps=steps, guidance=guidance, sampler=sampler,
-                    height=height, width=width, seeds=seeds)
+        return {**s, "height": height, "width": width}
 
     @torch.inference_mode()
     def _sample(self, s: dict, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Sampling: the VP noise schedule, the ε/v/x0 parameterisation, classifier-free guidance and the samplers."""
+"""Sampling: the VP noise schedule, the ε/v/x0 parameterisation, classifier-free guidance, the samplers and
+dynamic thresholding."""
 
 from t2i.sampling.denoiser import PREDICTION_TYPES, Denoiser, guided, unet_network
 from t2i.sampling.samplers import (
@@ -18,6 +19,7 @@ from t2i.sampling.schedule import (
     max_timestep_above,
     spaced_timesteps,
 )
+from t2i.sampling.thresholding import dynamic_thresholding
 
 __all__ = [
     "LAMBDA_MIN_CLIPPED",
@@ -27,6 +29,7 @@ __all__ = [
     "NoiseScheduleConfig",
     "alphas_cumprod",
     "diffusers_scheduler_config",
+    "dynamic_thresholding",
     "get_sampler",
     "guided",
     "max_timestep_above",

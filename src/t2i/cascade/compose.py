@@ -1,0 +1,100 @@
+"""`t2i compose --base B --upsampler U1 [--upsampler U2 ...]`: a cascade pipeline folder.
+
+    PIPE/t2i.json          variant "cascade", each stage's sizes, schedule, prediction type, noise level
+    PIPE/text_encoder/, PIPE/tokenizer/
+    PIPE/base/             the base UNet2DConditionModel (config.json + safetensors)
+    PIPE/upsampler_1/ ...  one UNet2DModel per super-resolution stage, in order
+
+diffusers has no pipeline class for this layout, so the folder has no model_index.json; t2i.json says
+everything `t2i.load` needs. Composing checks that the stages chain (each takes the size the one before
+makes) and that the text encoder is the one the base was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import t2i
+from t2i.components import read_component_info, weights_digest
+from t2i.pipeline.compose import DEFAULTS, CompositionError, copy_weights, finish_folder, start_folder, \
+    text_fit_problems
+from t2i.pipeline.cascade import CASCADE_DEFAULTS
+from t2i.text import MINILM, load_text_encoder, minilm_path
+
+
+def check_chain(base_info: dict, upsampler_infos: list[dict], names: list[str]) -> list[str]:
+    """Every place where a stage does not take the size the stage before it makes."""
+    if not upsampler_infos:
+        return ["a cascade needs at least one upsampler"]
+    problems = []
+    size, maker = base_info["image_size"], "the base draws"
+    for info, name in zip(upsampler_infos, names):
+        low, high = info["low_size"], info["image_size"]
+        if low != size:
+            problems.append(f"{maker} {size}×{size} images, but upsampler {name} takes {low}×{low} images "
+                            f"(it was trained {low}→{high})")
+        size, maker = high, f"upsampler {name} makes"
+    return problems
+
+
+def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_dir: str | Path, *,
+                    text_encoder: str | Path | None = None, defaults: dict | None = None,
+                    noise_levels: list[int] | None = None, force: bool = False, metrics: dict | None = None) -> Path:
+    """Write a cascade pipeline folder from a base, its upsamplers in order, and the base's text encoder.
+
+    `noise_levels` (one per upsampler) replaces the sampling augmentation level each upsampler recorded.
+    """
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    upsampler_dirs = [Path(d) for d in upsampler_dirs]
+    base_info = read_component_info(base_dir, "base")
+    up_infos = [read_component_info(d, "upsampler") for d in upsampler_dirs]
+    text_source = text_encoder or base_info["text_encoder"]["folder"]
+    text_folder = minilm_path() if str(text_source) == MINILM else Path(text_source)
+    if not (text_folder / "config.json").exists():
+        raise FileNotFoundError(f"text encoder folder {text_folder} has no config.json")
+    max_length = base_info["text_encoder"]["max_length"]
+    problems = check_chain(base_info, up_infos, [str(d) for d in upsampler_dirs])
+    problems += text_fit_problems(json.loads((text_folder / "config.json").read_text()), max_length,
+                                  json.loads((base_dir / "config.json").read_text()), base_info, part="base")
+    if not force and weights_digest(text_folder) != base_info["text_encoder"]["weights_digest"]:
+        problems.append("the text encoder is not the one the base was trained with (different weights); "
+                        "pass force=True / --force to compose anyway")
+    levels = noise_levels if noise_levels is not None else [i["sampling_noise_level"] for i in up_infos]
+    if len(levels) != len(up_infos):
+        problems.append(f"{len(levels)} noise levels for {len(up_infos)} upsamplers")
+    for level, info, d in zip(levels, up_infos, upsampler_dirs):
+        n = info["schedule"]["num_train_timesteps"]
+        if not 0 <= level < n:
+            problems.append(f"noise level {level} for upsampler {d} is not a timestep in 0..{n - 1}")
+    if problems:
+        raise CompositionError("these components do not fit:\n  - " + "\n  - ".join(problems))
+
+    tmp = start_folder(out_dir)
+    load_text_encoder(text_folder, max_length=max_length).save_pretrained(tmp / "text_encoder",
+                                                                          tokenizer_folder=tmp / "tokenizer")
+    copy_weights(base_dir, tmp / "base")
+    stages = []
+    for k, (d, info, level) in enumerate(zip(upsampler_dirs, up_infos, levels), start=1):
+        copy_weights(d, tmp / f"upsampler_{k}")
+        stages.append({"folder": f"upsampler_{k}", "low_size": info["low_size"], "image_size": info["image_size"],
+                       "prediction_type": info["prediction_type"], "schedule": info["schedule"],
+                       "noise_level": int(level)})
+    info = {
+        "t2i_version": t2i.__version__,
+        "variant": "cascade",
+        "image_size": stages[-1]["image_size"],
+        "defaults": {**DEFAULTS, **CASCADE_DEFAULTS, **(defaults or {})},
+        "base": {"folder": "base", "image_size": base_info["image_size"],
+                 "prediction_type": base_info["prediction_type"], "schedule": base_info["schedule"]},
+        "upsamplers": stages,
+        "components": {
+            "text_encoder": {"source": str(text_source), **{k: base_info["text_encoder"][k]
+                                                           for k in ("max_length", "hidden_size")}},
+            "base": {k: v for k, v in base_info.items() if k != "losses"} | {"folder": str(base_dir)},
+            "upsamplers": [{k: v for k, v in i.items() if k != "losses"} | {"folder": str(d)}
+                           for i, d in zip(up_infos, upsampler_dirs)],
+        },
+        "metrics": metrics or {},
+    }
+    return finish_folder(tmp, out_dir, info)

@@ -1,0 +1,39 @@
+"""One super-resolution stage at sampling time: a pure function, like the samplers it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from t2i.cascade.model import upsample, upsampler_network
+from t2i.sampling import Denoiser, dynamic_thresholding, get_sampler, per_image_randn
+
+
+@torch.inference_mode()
+def super_resolve(unet, low: torch.Tensor, *, factor: int, alphas_cumprod: torch.Tensor, prediction_type: str,
+                  noise_level: int, timesteps: torch.Tensor, sampler: str, generators: Sequence[torch.Generator],
+                  dynamic_threshold: float | None = None,
+                  callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Enlarge `low` (B, 3, h, w) in [−1, 1] `factor`× with an upsampler U-Net; returns (B, 3, h·f, w·f).
+
+    The enlarged small image is noised to the fixed `noise_level` (the augmentation the network was trained
+    with, Ho et al. 2022, Sec. 3.2) and stays fixed while x_T ~ N(0, I) is denoised. Per image, the
+    augmentation noise, then x_T, then any sampler noise come from generators[i] alone, so image i depends
+    only on its generator. `dynamic_threshold` is a percentile for `dynamic_thresholding` (None: off).
+    """
+    if not 0 <= noise_level < len(alphas_cumprod):
+        raise ValueError(f"noise level must be a timestep in 0..{len(alphas_cumprod) - 1}, got {noise_level}")
+    b = low.shape[0]
+    level = torch.full((b,), noise_level, dtype=torch.long)  # (B,)
+    enlarged = upsample(low.float(), factor)  # (B, 3, H, W)
+    denoiser = Denoiser(upsampler_network(unet, level), alphas_cumprod, prediction_type)
+    cond = denoiser.add_noise(enlarged, per_image_randn(enlarged.shape[1:], generators), level)
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return denoiser(x_t, t, cond)
+
+    if dynamic_threshold is not None:
+        denoise = dynamic_thresholding(denoise, dynamic_threshold)
+    x = per_image_randn(enlarged.shape[1:], generators)  # (B, 3, H, W)
+    return get_sampler(sampler)(denoise, x, timesteps, alphas_cumprod, generators=generators, callback=callback)

@@ -1,0 +1,236 @@
+"""`t2i train base` and `t2i train upsampler`: the cascade's two kinds of diffusion model, each on its own.
+
+The base learns to draw small images from text exactly as the latent generator learns latents (same loss,
+text caching, caption dropout, EMA, trainer), with pixels in place of latents. An upsampler learns to
+enlarge images from (small, large) pairs of any image folder, captions unused: the large image is
+denoised while the enlarged small one, noised to a random augmentation level, is concatenated to x_t and
+the level is given to the network (Ho et al. 2022, "Cascaded Diffusion Models", Sec. 3.2; Imagen).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from t2i.autoencoder.model import psnr
+from t2i.cascade.model import UpsamplerConfig, build_upsampler, check_upsampler_config, pixel_schedule, upsample, \
+    upsampler_network
+from t2i.cascade.sample import super_resolve
+from t2i.components import write_component_info
+from t2i.data.sources import ImageRows, open_source
+from t2i.generator.cache import SHARD_ROWS
+from t2i.generator.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
+from t2i.generator.loss import diffusion_loss
+from t2i.generator.model import GeneratorConfig, build_unet
+from t2i.sampling import Denoiser, alphas_cumprod, spaced_timesteps
+from t2i.text import TextEncoderConfig
+from t2i.training.batches import sample_rand, sample_randint, sample_randn
+from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
+
+log = logging.getLogger("t2i.cascade")
+
+
+# -- the base: text → small image ------------------------------------------------------------------------
+
+
+# The base's sizes: the latent generator's configuration (fields documented there) with the pixel schedule.
+BASE_PRESETS = {
+    "tiny": lambda: GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8, schedule=pixel_schedule()),
+    "small": lambda: GeneratorConfig(schedule=pixel_schedule()),
+    "base": lambda: GeneratorConfig(block_out_channels=(64, 128, 128), attention_levels=(False, True, True),
+                                    layers_per_block=2, norm_num_groups=32, schedule=pixel_schedule()),
+}
+
+
+@dataclass
+class BaseTrainConfig:
+    image_size: int = 16  # side of the small images the base learns to draw, in pixels (images are resized to it)
+    model: GeneratorConfig = field(default_factory=BASE_PRESETS["small"])
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=1200, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.999)
+    )
+
+
+def base_loss(denoiser: Denoiser, cfg: GeneratorConfig, uncond: torch.Tensor | None,
+              text_table: torch.Tensor | None = None):
+    """The latent generator's loss on pixels in [−1, 1]; caption dropout swaps in the empty prompt."""
+
+    def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        x0 = batch["pixel_values"]  # (B, 3, h, w)
+        drop = sample_rand((x0.shape[0],), generator, device=x0.device) < cfg.caption_dropout  # (B,)
+        unet, emb = caption_embeddings(model, batch, drop, text_table, uncond, generator)
+        return diffusion_loss(denoiser, x0, lambda x_t, t: unet(x_t, t, encoder_hidden_states=emb).sample, generator,
+                              min_snr_gamma=cfg.min_snr_gamma)
+
+    return loss_fn
+
+
+def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, *, cache_dir: str | Path | None = None,
+               command: str | None = None, resume: bool | str | Path = False, reset_data_position: bool = False) -> dict:
+    """Cache the text embeddings, train the pixel U-Net (and a from-scratch encoder), save the component.
+
+    `data_dir`, `resume`, `reset_data_position`, multi-process runs and stop signals: as `train_generator`.
+    """
+    out_dir = Path(out_dir)
+    resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
+    if cfg.image_size % cfg.model.downsampling_factor:  # fail before reading anything
+        raise ValueError(f"base image size {cfg.image_size} is not divisible by the U-Net's factor "
+                         f"{cfg.model.downsampling_factor}")
+    source = open_source(data_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
+    processes = process_state()  # joins the process group under accelerate launch / torchrun (else one process)
+    split = dict(rank=processes.process_index, world_size=processes.num_processes, barrier=processes.wait_for_everyone,
+                 shard_rows=SHARD_ROWS)
+    fingerprint = source.fingerprint()
+    text = prepare_text(cfg.text, source.captions, cache_dir=cache_dir, fingerprint=fingerprint,
+                        device=processes.device, split=split)
+    # Images are decoded per batch, at the base's size, by the same resize that makes an upsampler's inputs.
+    tensors = {"pixel_values": ImageRows(source, cfg.image_size), **text.tensors}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)  # diffusers initialises from the global RNG; keep it contained
+        unet = build_unet(cfg.model, sample_size=cfg.image_size, latent_channels=3,
+                          cross_attention_dim=text.encoder.hidden_size)
+    model = trainable(unet, text)
+    denoiser = Denoiser(unet, alphas_cumprod(cfg.model.schedule), cfg.model.prediction_type)
+    loss_fn = base_loss(denoiser, cfg.model, text.uncond, text.text_table)
+    batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
+    result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="base", resume=resume,
+                   reset_data_position=reset_data_position, data_fingerprint=fingerprint)
+    if result.stopped:
+        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
+    if not result.is_main_process:
+        return {"component": "base", "is_main_process": False}
+
+    final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
+    final_unet.save_pretrained(out_dir, safe_serialization=True)
+    info = {
+        "component": "base",
+        "kind": "pixel-diffusion",
+        "prediction_type": cfg.model.prediction_type,
+        "schedule": asdict(cfg.model.schedule),
+        "image_size": cfg.image_size,
+        "text_encoder": text_encoder_info(cfg.text, text),
+        "data": str(data_dir),
+        "data_fingerprint": fingerprint,
+        "data_report": source.report.summary(),
+        "config": asdict(cfg),
+        "command": command,
+        "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds,
+                    "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
+        "losses": result.losses,
+    }
+    write_component_info(out_dir, info)
+    return info
+
+
+# -- an upsampler: small image → large image, no text ----------------------------------------------------
+
+
+@dataclass
+class UpsamplerTrainConfig:
+    model: UpsamplerConfig = field(default_factory=UpsamplerConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=800, batch_size=32, lr=2e-3, warmup_steps=50, ema_decay=0.999)
+    )
+    held_out: int = 128  # images kept out of training to measure PSNR against bicubic enlargement
+    eval_steps: int = 20  # sampling steps (DPM-Solver++(2M)) for the held-out PSNR
+
+
+def upsampler_loss(denoiser: Denoiser, cfg: UpsamplerConfig):
+    """Denoise the large image given the enlarged small one, noise-augmented to a random level in 0..max."""
+
+    def loss_fn(unet: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        x0, low = batch["pixel_values"], batch["low_res"]  # (B, 3, H, W), (B, 3, h, w)
+        level = sample_randint(cfg.max_noise_level + 1, (x0.shape[0],), generator, device=x0.device)  # (B,)
+        enlarged = upsample(low, cfg.factor)  # (B, 3, H, W)
+        cond = denoiser.add_noise(enlarged, sample_randn(enlarged.shape, generator, device=x0.device), level)
+        net = upsampler_network(unet, level)
+        return diffusion_loss(denoiser, x0, lambda x_t, t: net(x_t, t, cond), generator,
+                              min_snr_gamma=cfg.min_snr_gamma)
+
+    return loss_fn
+
+
+def held_out_psnr(unet, cfg: UpsamplerConfig, low: torch.Tensor, high: torch.Tensor, *, steps: int,
+                  noise_level: int | None = None, batch_size: int = 64) -> tuple[float, float]:
+    """(mean PSNR of the upsampler's samples, of bicubic enlargement) against `high`, in dB; image k uses seed k."""
+    ac = alphas_cumprod(cfg.schedule)
+    timesteps = spaced_timesteps(cfg.schedule.num_train_timesteps, steps)
+    level = cfg.sampling_noise_level if noise_level is None else noise_level
+    ours = []
+    for i in range(0, len(low), batch_size):
+        generators = [torch.Generator().manual_seed(k) for k in range(i, min(i + batch_size, len(low)))]
+        ours.append(super_resolve(unet, low[i : i + batch_size], factor=cfg.factor, alphas_cumprod=ac,
+                                  prediction_type=cfg.prediction_type, noise_level=level, timesteps=timesteps,
+                                  sampler="dpmpp_2m", generators=generators))
+    bicubic = upsample(low, cfg.factor)
+    return psnr(torch.cat(ours), high).mean().item(), psnr(bicubic, high).mean().item()
+
+
+def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTrainConfig, *,
+                    command: str | None = None, resume: bool | str | Path = False,
+                    reset_data_position: bool = False) -> dict:
+    """Train on (small, large) pairs of the source's images, measure held-out PSNR against bicubic, save.
+
+    `data_dir`, `resume`, `reset_data_position`, multi-process runs and stop signals: as `train_autoencoder`.
+    """
+    out_dir = Path(out_dir)
+    resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
+    check_upsampler_config(cfg.model)  # a bad config fails before any data is read
+    m = cfg.model
+    source = open_source(data_dir)
+    held = min(cfg.held_out, len(source) // 10)
+    # Both sizes come from the source file through one resize (load_image), exactly as the base's training
+    # images do: the small images an upsampler is trained on are distributed like those the base draws.
+    rows = range(held, len(source))
+    pairs = {"pixel_values": ImageRows(source, m.image_size, rows), "low_res": ImageRows(source, m.low_size, rows)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        unet = build_upsampler(m)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = source.fingerprint()
+    denoiser = Denoiser(unet, alphas_cumprod(m.schedule), m.prediction_type)
+    batches = random_batches(pairs, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names[held:])
+    result = train(unet, upsampler_loss(denoiser, m), batches, cfg.train, log_dir=out_dir, desc="upsampler",
+                   resume=resume, reset_data_position=reset_data_position, data_fingerprint=fingerprint)
+    if result.stopped:
+        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
+    if not result.is_main_process:
+        return {"component": "upsampler", "is_main_process": False}
+
+    final = (result.ema if result.ema is not None else unet).cpu()  # measured on the CPU, where the images are
+    start = time.perf_counter()
+    ours, bicubic = None, None
+    if held:
+        test = torch.arange(held)
+        ours, bicubic = held_out_psnr(final, m, ImageRows(source, m.low_size, range(held))[test],
+                                      ImageRows(source, m.image_size, range(held))[test], steps=cfg.eval_steps)
+    final.save_pretrained(out_dir, safe_serialization=True)
+    info = {
+        "component": "upsampler",
+        "kind": "super-resolution-diffusion",
+        "prediction_type": m.prediction_type,
+        "schedule": asdict(m.schedule),
+        "low_size": m.low_size,
+        "image_size": m.image_size,
+        "sampling_noise_level": m.sampling_noise_level,
+        "data": str(data_dir),
+        "data_fingerprint": fingerprint,
+        "data_report": source.report.summary(),
+        "config": asdict(cfg),
+        "command": command,
+        "metrics": {"psnr_held_out": ours, "psnr_bicubic_held_out": bicubic, "held_out_images": held,
+                    "eval_steps": cfg.eval_steps, "eval_seconds": time.perf_counter() - start,
+                    "final_loss": result.final_loss, "train_seconds": result.seconds,
+                    "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
+        "losses": result.losses,
+    }
+    write_component_info(out_dir, info)
+    return info

@@ -1,0 +1,43 @@
+"""The denoising loss every diffusion model here trains with, whatever it denoises (latents, small images,
+large images given small ones): noise x0 at a random training step t and regress the network output onto
+the parameterisation's target (Ho et al. 2020; v-target of Salimans & Ho 2022), optionally Min-SNR-weighted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from t2i.sampling import Denoiser
+from t2i.training.batches import sample_randint, sample_randn
+
+
+def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"):
+    min(SNR, γ) over what the target's error already weighs, SNR for ε, SNR + 1 for v, 1 for x0."""
+    capped = snr.clamp(max=gamma)
+    if prediction_type == "v_prediction":
+        return capped / (snr + 1)
+    if prediction_type == "epsilon":
+        return capped / snr
+    return capped
+
+
+def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   generator: torch.Generator, *, min_snr_gamma: float = 0.0) -> torch.Tensor:
+    """Mean over the batch of ‖predict(x_t, t) − target‖², x_t = α_t·x0 + σ_t·ε, t uniform over training steps.
+
+    `predict(x_t, t)` runs the network with whatever conditioning the caller holds. `generator` draws t, then
+    ε, per sample (`sample_randint`, `sample_randn`): a multi-process run draws for each sample what a single
+    process would.
+    """
+    b, device = x0.shape[0], x0.device
+    t = sample_randint(len(denoiser.alphas_cumprod), (b,), generator, device=device)  # (B,)
+    eps = sample_randn(x0.shape, generator, device=device)
+    x_t = denoiser.add_noise(x0, eps, t)
+    err = (predict(x_t, t).float() - denoiser.target(x0, eps, t)).pow(2).flatten(1).mean(1)  # (B,)
+    if min_snr_gamma > 0:
+        snr = (denoiser.alphas_cumprod / (1 - denoiser.alphas_cumprod)).to(device)[t].to(err.dtype)  # (B,)
+        err = err * min_snr_weight(snr, min_snr_gamma, denoiser.prediction_type)
+    return err.mean()
