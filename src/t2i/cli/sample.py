@@ -19,7 +19,9 @@ def register(sub) -> None:
     m.add_argument("--guidance", type=float, default=None,
                    help="default guidance scale stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
     m.add_argument("--steps", type=positive_int, default=None,
-                   help="default sampling steps stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
+                   help="default sampling steps stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS); "
+                   "not for tokens pipelines, which write one token per step")
+    add_token_flags(m, stored=True)
     m.set_defaults(run=run_compose)
 
     gen = sub.add_parser("generate", formatter_class=Help, help="generate images from prompts",
@@ -38,16 +40,45 @@ def register(sub) -> None:
     gen.add_argument("--height", type=positive_int, default=None, help="image height (default: training size)")
     gen.add_argument("--width", type=positive_int, default=None, help="image width (default: training size)")
     gen.add_argument("--preview", type=Path, default=None, metavar="FILE.gif",
-                     help="write the blurry-to-sharp progression (each step's predicted clean image) as a GIF")
+                     help="write the blurry-to-sharp progression (each step's predicted clean image) as a GIF; "
+                     "for a tokens pipeline, the grid as it is written, one frame per row of tokens")
+    add_token_flags(gen, stored=False)
+    gen.add_argument("--candidates", type=positive_int, default=None, metavar="N",
+                     help="tokens pipelines: draw N images per prompt and keep the best --n by CLIP score "
+                     "(DALL-E's re-ranking); needs --clip")
+    gen.add_argument("--clip", type=Path, default=None, metavar="DIR",
+                     help="a transformers CLIPModel folder (e.g. from t2i train clip) that scores the candidates")
     gen.set_defaults(run=run_generate)
 
 
-def run_compose(args, command: str) -> None:
-    from t2i.pipeline import compose
+def add_token_flags(p, *, stored: bool) -> None:
+    """Sampling settings of the tokens variant (autoregressive), as stored defaults or per run."""
+    where = "default stored in a tokens pipeline" if stored else "tokens pipelines (default: the pipeline's)"
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"{where}: divides the logits; below 1 sharper and less varied, above 1 more varied")
+    p.add_argument("--top-k", type=positive_int, default=None,
+                   help=f"{where}: draw each token from the k most likely codes only (1: greedy)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help=f"{where}: draw from the smallest set of most likely codes whose probability reaches p, "
+                   "in (0, 1]")
 
-    out = compose(args.generator, args.out, text_encoder=args.text_encoder, autoencoder_dir=args.autoencoder,
-                  force=args.force, defaults={k: v for k, v in (("guidance", args.guidance), ("steps", args.steps))
-                                              if v is not None})
+
+TOKEN_FLAGS = ("temperature", "top_k", "top_p")  # flags only tokens pipelines take
+
+
+def run_compose(args, command: str) -> None:
+    from t2i.pipeline import compose_pipeline
+
+    from t2i.components import read_component_info
+
+    defaults = {k: getattr(args, k) for k in ("guidance", "steps", *TOKEN_FLAGS) if getattr(args, k) is not None}
+    kind = read_component_info(args.generator, "generator").get("kind")
+    given = [k for k in TOKEN_FLAGS if k in defaults]
+    if given and kind != "tokens":
+        raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} apply to tokens pipelines; "
+                         f"{args.generator} is a {kind} generator")
+    out = compose_pipeline(args.generator, args.out, text_encoder=args.text_encoder, autoencoder_dir=args.autoencoder,
+                           force=args.force, defaults=defaults)
     print(f"wrote {out}")
 
 
@@ -57,9 +88,22 @@ def run_generate(args, command: str) -> None:
     import t2i
     from t2i.pipeline.preview import save_generation
 
+    extra = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "candidates") if getattr(args, k) is not None}
+    if args.clip is not None and args.candidates is None:
+        raise ValueError("--clip scores candidates: give --candidates N as well")
     pipe = t2i.load(args.model)
+    variant = pipe.info.get("variant", "latent")
+    if extra and variant != "tokens":
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        raise ValueError(f"{flags} apply to tokens pipelines; {args.model} is a {variant} pipeline")
+    if args.candidates is not None:
+        if args.clip is None:
+            raise ValueError("--candidates needs --clip DIR, the CLIP model that ranks them")
+        from t2i.tokens.rerank import clip_scorer
+
+        extra["scorer"] = clip_scorer(args.clip)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     paths = save_generation(pipe, args.prompts, args.out, n=args.n, steps=args.steps, guidance=args.guidance,
                             sampler=args.sampler, seed=seed, negative_prompt=args.negative, height=args.height,
-                            width=args.width, preview=args.preview)
+                            width=args.width, preview=args.preview, **extra)
     print(f"seed {seed}: wrote {len(paths)} images to {args.out}" + (f", preview {args.preview}" if args.preview else ""))
