@@ -24,6 +24,10 @@ the recipe (Stable Diffusion's, trained from scratch):
   t2i eval runs/pipe --guidance 1 2 3 5                    # 3. FID, KID, CLIP score, compositional accuracy
 or all of it at once, in about five minutes on a laptop CPU:
   t2i demo
+the tokens variant (DALL-E's: a VQ autoencoder's token grid, written by a GPT-2):
+  t2i train vq --data data/shapes --out runs/vq
+  t2i train tokens --data data/shapes --vq runs/vq --out runs/tok --pipeline-out runs/tpipe
+  t2i generate "a red circle" --model runs/tpipe --n 4 --top-k 32 --preview rows.gif
 """
 
 # The command groups, in the order `t2i --help` lists them.
