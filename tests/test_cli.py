@@ -108,10 +108,17 @@ def test_training_flag_defaults_match_the_component_configs():
     from t2i.tokens.vq_train import VQTrainConfig
 
     extra = {"generator": ["--autoencoder", "a"], "tokens": ["--vq", "v"]}
+    parsed = {}
     for component, cfg in (("autoencoder", AutoencoderTrainConfig().train), ("generator", GeneratorTrainConfig().train),
                            ("vq", VQTrainConfig().train), ("tokens", TokensTrainConfig().train)):
-        args = parser().parse_args(["train", component, "--data", "d", "--out", "o", *extra.get(component, [])])
+        args = parsed[component] = parser().parse_args(["train", component, "--data", "d", "--out", "o",
+                                                        *extra.get(component, [])])
         assert (args.steps, args.batch_size, args.lr, args.ema) == (cfg.steps, cfg.batch_size, cfg.lr, cfg.ema_decay), component
+    vq, tokens = VQTrainConfig(), TokensTrainConfig()
+    assert (parsed["vq"].commitment, parsed["vq"].reinit_every) == (vq.commitment, vq.reinit_every)
+    assert (parsed["tokens"].caption_dropout, parsed["tokens"].max_length) == (tokens.model.caption_dropout,
+                                                                                 tokens.text.max_length)
+    args = parsed["generator"]
     model = GeneratorTrainConfig().model
     assert (args.prediction, args.beta_schedule, args.caption_dropout, args.min_snr_gamma, args.pooled_text_heads) == (
         model.prediction_type, model.schedule.beta_schedule, model.caption_dropout, model.min_snr_gamma,

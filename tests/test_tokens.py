@@ -355,3 +355,34 @@ def test_token_flags_are_refused_for_a_latent_pipeline(pipeline_dir, tmp_path, c
 
     assert main(["generate", "x", "--model", str(pipeline_dir), "--top-k", "5", "--out", str(tmp_path)]) == 1
     assert "--top-k apply to tokens pipelines; " in capsys.readouterr().err
+
+
+def test_stopped_and_resumed_runs_end_with_the_same_weights(tokens_run, tmp_path):
+    """Checkpoints hold the dead-code bookkeeping (restarts every 2 passes here) and the tied GPT-2 weights."""
+    from safetensors.torch import load_file
+
+    out = tokens_run[0]
+
+    def vq_cfg(stop_at=0):
+        return VQTrainConfig(model=TINY_VQ, reinit_every=2, held_out=8,
+                             train=TrainConfig(steps=6, batch_size=8, warmup_steps=1, checkpoint_every=2, stop_at=stop_at))
+
+    def tok_cfg(stop_at=0):
+        return TokensTrainConfig(model=TokenGeneratorConfig(width=32, layers=1, heads=2), text=TextEncoderConfig(max_length=16),
+                                 train=TrainConfig(steps=4, batch_size=8, warmup_steps=1, ema_decay=0.9,
+                                                   checkpoint_every=2, stop_at=stop_at))
+
+    whole = train_vq(out / "data", tmp_path / "vq1", vq_cfg())
+    assert train_vq(out / "data", tmp_path / "vq2", vq_cfg(stop_at=4))["stopped"] == "stop_at=4"
+    again = train_vq(out / "data", tmp_path / "vq2", vq_cfg(), resume=True)
+    assert whole["metrics"]["codes_restarted"] == again["metrics"]["codes_restarted"] > 64  # restarts after the start
+    a, b = load_file(tmp_path / "vq1" / "diffusion_pytorch_model.safetensors"), load_file(
+        tmp_path / "vq2" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    cache = out / "tokens" / "cache"
+    train_tokens(out / "data", out / "vq", tmp_path / "t1", tok_cfg(), cache_dir=cache)
+    assert "stopped" in train_tokens(out / "data", out / "vq", tmp_path / "t2", tok_cfg(stop_at=2), cache_dir=cache)
+    train_tokens(out / "data", out / "vq", tmp_path / "t2", tok_cfg(), cache_dir=cache, resume=True)
+    a, b = load_file(tmp_path / "t1" / "model.safetensors"), load_file(tmp_path / "t2" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

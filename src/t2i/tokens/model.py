@@ -81,7 +81,7 @@ class TokenGenerator(nn.Module):
         folder = Path(folder)
         if not (folder / TEXT_PROJECTION_FILE).exists():
             raise FileNotFoundError(f"{folder} is not a token generator folder (no {TEXT_PROJECTION_FILE})")
-        gpt = GPT2LMHeadModel.from_pretrained(folder)
+        gpt = GPT2LMHeadModel.from_pretrained(folder, use_safetensors=True)
         weights = load_file(folder / TEXT_PROJECTION_FILE)
         projection = nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
         projection.load_state_dict(weights)

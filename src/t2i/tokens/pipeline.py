@@ -53,7 +53,7 @@ class TokensPipeline(Pipeline):
         info = json.loads((folder / PIPELINE_INFO).read_text())
         text_encoder = load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
         transformer = TokenGenerator.from_pretrained(folder / "transformer")
-        vq = VQModel.from_pretrained(folder / "vqvae")
+        vq = VQModel.from_pretrained(folder / "vqvae", use_safetensors=True)
         return cls(text_encoder, transformer, vq, info)
 
     @property
