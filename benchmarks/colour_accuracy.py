@@ -26,14 +26,15 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=Path("outputs/demo/pipeline"), help="pipeline folder")
     p.add_argument("--seeds", type=int, default=4, help="images per (colour, shape) prompt")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 4.0, 6.0], help="guidance scales")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps")
-    p.add_argument("--sampler", default="dpmpp_2m", help="sampler")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
+    p.add_argument("--sampler", default=None, help="sampler (default: the pipeline's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (set deliberately: 2-core machines stall)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
     pipe = t2i.load(args.model)
+    args.steps, args.sampler = args.steps or pipe.defaults["steps"], args.sampler or pipe.defaults["sampler"]
     prompts = [(c, f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}") for c in COLOURS for s in SHAPES]
     rows = []
     for g in args.guidance:

@@ -94,7 +94,7 @@ def test_size_not_divisible_is_refused(pipeline_dir, tmp_path):
 
 def test_every_command_has_help():
     for args in (["--help"], ["data", "shapes", "--help"], ["train", "generator", "--help"], ["compose", "--help"],
-                 ["generate", "--help"], ["demo", "--help"]):
+                 ["generate", "--help"], ["demo", "--help"], ["train", "vq", "--help"], ["train", "tokens", "--help"]):
         r = run(*args)
         assert r.returncode == 0 and "usage: t2i" in r.stdout, args
 
@@ -104,11 +104,21 @@ def test_training_flag_defaults_match_the_component_configs():
     from t2i.autoencoder import AutoencoderTrainConfig
     from t2i.cli import parser
     from t2i.generator import GeneratorTrainConfig
+    from t2i.tokens.train import TokensTrainConfig
+    from t2i.tokens.vq_train import VQTrainConfig
 
-    for component, cfg in (("autoencoder", AutoencoderTrainConfig().train), ("generator", GeneratorTrainConfig().train)):
-        args = parser().parse_args(["train", component, "--data", "d", "--out", "o", "--autoencoder", "a"]
-                                   if component == "generator" else ["train", component, "--data", "d", "--out", "o"])
+    extra = {"generator": ["--autoencoder", "a"], "tokens": ["--vq", "v"]}
+    parsed = {}
+    for component, cfg in (("autoencoder", AutoencoderTrainConfig().train), ("generator", GeneratorTrainConfig().train),
+                           ("vq", VQTrainConfig().train), ("tokens", TokensTrainConfig().train)):
+        args = parsed[component] = parser().parse_args(["train", component, "--data", "d", "--out", "o",
+                                                        *extra.get(component, [])])
         assert (args.steps, args.batch_size, args.lr, args.ema) == (cfg.steps, cfg.batch_size, cfg.lr, cfg.ema_decay), component
+    vq, tokens = VQTrainConfig(), TokensTrainConfig()
+    assert (parsed["vq"].commitment, parsed["vq"].reinit_every) == (vq.commitment, vq.reinit_every)
+    assert (parsed["tokens"].caption_dropout, parsed["tokens"].max_length) == (tokens.model.caption_dropout,
+                                                                                 tokens.text.max_length)
+    args = parsed["generator"]
     model = GeneratorTrainConfig().model
     assert (args.prediction, args.beta_schedule, args.caption_dropout, args.min_snr_gamma, args.pooled_text_heads) == (
         model.prediction_type, model.schedule.beta_schedule, model.caption_dropout, model.min_snr_gamma,

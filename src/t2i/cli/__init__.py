@@ -28,6 +28,10 @@ the cascade variant (Imagen's): a small image, then super-resolution diffusion t
   t2i train base --data data/shapes --out runs/base --size 16
   t2i train upsampler --data data/shapes --out runs/up --low-size 16 --size 32
   t2i compose --base runs/base --upsampler runs/up --out runs/cascade
+the tokens variant (DALL-E's: a VQ autoencoder's token grid, written by a GPT-2):
+  t2i train vq --data data/shapes --out runs/vq
+  t2i train tokens --data data/shapes --vq runs/vq --out runs/tok --pipeline-out runs/tpipe
+  t2i generate "a red circle" --model runs/tpipe --n 4 --top-k 32 --preview rows.gif
 """
 
 # The command groups, in the order `t2i --help` lists them.

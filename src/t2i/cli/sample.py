@@ -1,4 +1,4 @@
-"""`t2i compose` (trained components → one pipeline folder, latent or cascade) and `t2i generate` (prompts → PNGs)."""
+"""`t2i compose` (trained components → one pipeline folder: latent, cascade or tokens) and `t2i generate` (prompts → PNGs)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ def register(sub) -> None:
     m = sub.add_parser("compose", formatter_class=Help, help="compose trained components into a pipeline folder",
                        description="Latent variant (--generator): writes a folder that both t2i.load() and diffusers' "
                        "StableDiffusionPipeline.from_pretrained() load. Cascade variant (--base, --upsampler ...): "
-                       "writes a folder that t2i.load() loads, its stages described in t2i.json. Refuses parts that "
-                       "do not fit, saying why.")
+                       "writes a folder that t2i.load() loads, its stages described in t2i.json. Tokens variant "
+                       "(--generator from t2i train tokens): a folder t2i.load() loads. Refuses parts that do not "
+                       "fit, saying why.")
     which = m.add_mutually_exclusive_group(required=True)
-    which.add_argument("--generator", type=Path, default=None, help="latent generator component folder")
+    which.add_argument("--generator", type=Path, default=None,
+                       help="generator component folder (t2i train generator, or t2i train tokens)")
     which.add_argument("--base", type=Path, default=None, help="cascade base component folder (t2i train base)")
     m.add_argument("--upsampler", type=Path, action="append", default=None, metavar="DIR",
                    help="cascade upsampler component folder (t2i train upsampler); repeat for each stage, smallest first")
@@ -29,7 +31,8 @@ def register(sub) -> None:
     m.add_argument("--guidance", type=float, default=None,
                    help="default guidance scale stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
     m.add_argument("--steps", type=positive_int, default=None,
-                   help="default sampling steps stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
+                   help="default sampling steps stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS); "
+                   "not for tokens pipelines, which write one token per step")
     m.add_argument("--upsampler-steps", type=positive_int, default=None,
                    help="cascade: default steps of each upsampler (default: t2i.pipeline.cascade.CASCADE_DEFAULTS)")
     m.add_argument("--noise-level", type=int, action="append", default=None, metavar="LEVEL",
@@ -37,6 +40,7 @@ def register(sub) -> None:
                    "recorded in training)")
     m.add_argument("--dynamic-threshold", type=float, default=None, metavar="P",
                    help="cascade: default percentile for Imagen's dynamic thresholding (e.g. 0.995; default off)")
+    add_token_flags(m, stored=True)
     m.set_defaults(run=run_compose)
 
     gen = sub.add_parser("generate", formatter_class=Help, help="generate images from prompts",
@@ -56,7 +60,8 @@ def register(sub) -> None:
     gen.add_argument("--height", type=positive_int, default=None, help="image height (default: training size)")
     gen.add_argument("--width", type=positive_int, default=None, help="image width (default: training size)")
     gen.add_argument("--preview", type=Path, default=None, metavar="FILE.gif",
-                     help="write the blurry-to-sharp progression (each step's predicted clean image) as a GIF")
+                     help="write the blurry-to-sharp progression (each step's predicted clean image) as a GIF; "
+                     "for a tokens pipeline, the grid as it is written, one frame per row of tokens")
     gen.add_argument("--upsampler-steps", type=positive_int, default=None,
                      help="cascade: steps of each super-resolution stage (default: the pipeline's)")
     gen.add_argument("--noise-level", type=int, default=None,
@@ -64,13 +69,33 @@ def register(sub) -> None:
     gen.add_argument("--dynamic-threshold", type=float, default=None, metavar="P",
                      help="cascade: Imagen's dynamic thresholding at percentile P, e.g. 0.995; 0 turns it off "
                      "(default: the pipeline's)")
+    add_token_flags(gen, stored=False)
+    gen.add_argument("--candidates", type=positive_int, default=None, metavar="N",
+                     help="tokens pipelines: draw N images per prompt and keep the best --n by CLIP score "
+                     "(DALL-E's re-ranking); needs --clip")
+    gen.add_argument("--clip", type=Path, default=None, metavar="DIR",
+                     help="a transformers CLIPModel folder (e.g. from t2i train clip) that scores the candidates")
     gen.set_defaults(run=run_generate)
 
 
+def add_token_flags(p, *, stored: bool) -> None:
+    """Sampling settings of the tokens variant (autoregressive), as stored defaults or per run."""
+    where = "default stored in a tokens pipeline" if stored else "tokens pipelines (default: the pipeline's)"
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"{where}: divides the logits; below 1 sharper and less varied, above 1 more varied")
+    p.add_argument("--top-k", type=positive_int, default=None,
+                   help=f"{where}: draw each token from the k most likely codes only (1: greedy)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help=f"{where}: draw from the smallest set of most likely codes whose probability reaches p, "
+                   "in (0, 1]")
+
+
+TOKEN_FLAGS = ("temperature", "top_k", "top_p")  # flags only tokens pipelines take
+
+
 def run_compose(args, command: str) -> None:
-    defaults = {k: v for k, v in (("guidance", args.guidance), ("steps", args.steps),
-                                  ("upsampler_steps", args.upsampler_steps),
-                                  ("dynamic_threshold", args.dynamic_threshold)) if v is not None}
+    defaults = {k: getattr(args, k) for k in ("guidance", "steps", "upsampler_steps", "dynamic_threshold", *TOKEN_FLAGS)
+                if getattr(args, k) is not None}
     if args.base:
         from t2i.cascade.compose import compose_cascade
 
@@ -78,18 +103,30 @@ def run_compose(args, command: str) -> None:
             raise ValueError("--autoencoder belongs to the latent variant; a cascade's decoders are its --upsampler stages")
         if args.reference_text_encoder:
             raise ValueError("--reference-text-encoder belongs to the latent variant; a cascade folder holds its encoder")
+        given = [k for k in TOKEN_FLAGS if k in defaults]
+        if given:
+            raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} apply to tokens pipelines")
         out = compose_cascade(args.base, args.upsampler or [], args.out, text_encoder=args.text_encoder,
                               defaults=defaults, noise_levels=args.noise_level, force=args.force)
     else:
-        from t2i.pipeline import compose
+        from t2i.components import read_component_info
+        from t2i.pipeline import compose_pipeline
 
         cascade_only = [f for f, v in (("--upsampler", args.upsampler), ("--upsampler-steps", args.upsampler_steps),
                                        ("--noise-level", args.noise_level),
                                        ("--dynamic-threshold", args.dynamic_threshold)) if v is not None]
         if cascade_only:
             raise ValueError(f"{', '.join(cascade_only)} belong(s) to the cascade variant: compose with --base")
-        out = compose(args.generator, args.out, text_encoder=args.text_encoder, autoencoder_dir=args.autoencoder,
-                      force=args.force, defaults=defaults, copy_text_encoder=not args.reference_text_encoder)
+        kind = read_component_info(args.generator, "generator").get("kind")
+        given = [k for k in TOKEN_FLAGS if k in defaults]
+        if given and kind != "tokens":
+            raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} apply to tokens pipelines; "
+                             f"{args.generator} is a {kind} generator")
+        options = {"copy_text_encoder": False} if args.reference_text_encoder else {}
+        if options and kind == "tokens":
+            raise ValueError("--reference-text-encoder belongs to the latent variant")
+        out = compose_pipeline(args.generator, args.out, text_encoder=args.text_encoder,
+                               autoencoder_dir=args.autoencoder, force=args.force, defaults=defaults, **options)
     print(f"wrote {out}")
 
 
@@ -99,15 +136,28 @@ def run_generate(args, command: str) -> None:
     import t2i
     from t2i.pipeline.preview import save_generation
 
+    extra = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "candidates") if getattr(args, k) is not None}
+    if args.clip is not None and args.candidates is None:
+        raise ValueError("--clip scores candidates: give --candidates N as well")
     pipe = t2i.load(args.model)  # None: the shipped emoji model
+    name, variant = args.model or "the shipped emoji model", pipe.info.get("variant", "latent")
+    if extra and variant != "tokens":
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        raise ValueError(f"{flags} apply to tokens pipelines; {name} is a {variant} pipeline")
     options = {k: v for k, v in (("upsampler_steps", args.upsampler_steps), ("noise_level", args.noise_level),
                                  ("dynamic_threshold", args.dynamic_threshold)) if v is not None}
     unknown = [k for k in options if k not in pipe.options]
     if unknown:
         raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} do(es) not apply to "
-                         f"{args.model or 'the shipped emoji model'}, a {pipe.info.get('variant', 'latent')} pipeline")
+                         f"{name}, a {variant} pipeline")
+    if args.candidates is not None:
+        if args.clip is None:
+            raise ValueError("--candidates needs --clip DIR, the CLIP model that ranks them")
+        from t2i.tokens.rerank import clip_scorer
+
+        extra["scorer"] = clip_scorer(args.clip)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     paths = save_generation(pipe, args.prompts, args.out, n=args.n, steps=args.steps, guidance=args.guidance,
                             sampler=args.sampler, seed=seed, negative_prompt=args.negative, height=args.height,
-                            width=args.width, preview=args.preview, **options)
+                            width=args.width, preview=args.preview, **options, **extra)
     print(f"seed {seed}: wrote {len(paths)} images to {args.out}" + (f", preview {args.preview}" if args.preview else ""))

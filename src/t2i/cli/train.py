@@ -26,7 +26,8 @@ def register(sub) -> None:
     train = sub.add_parser("train", help="train one component",
                            description="Components are trained separately. Latent variant: the autoencoder on images "
                            "alone, then the generator on its latents with a text encoder's embeddings. Cascade variant: "
-                           "the base on small images with the text, the upsamplers on images alone.")
+                           "the base on small images with the text, the upsamplers on images alone. Tokens variant "
+                           "(DALL-E's): `vq` on images alone, then `tokens` on its token grids.")
     tsub = train.add_subparsers(dest="component", required=True, metavar="COMPONENT")
     register_autoencoder(tsub)
     register_generator(tsub)
@@ -34,6 +35,8 @@ def register(sub) -> None:
     register_upsampler(tsub)
     register_clip(tsub)
     register_shapes_classifier(tsub)
+    register_vq(tsub)
+    register_tokens(tsub)
 
 
 def register_autoencoder(tsub) -> None:
@@ -262,3 +265,88 @@ def run_shapes_classifier(args, command: str) -> None:
     acc = info["metrics"]["accuracy_on_fresh_renders"]
     print("shapes classifier on fresh renders: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in acc.items())
           + f"; wrote {args.out}")
+
+
+def register_vq(tsub) -> None:
+    v = tsub.add_parser("vq", formatter_class=Help, help="the tokens variant's decoder: a VQ autoencoder, images only",
+                        description="Trains diffusers' VQModel (reconstruction + codebook + commitment loss; dead codes "
+                        "re-initialised from the encoder's outputs), reports held-out PSNR and codebook usage, and "
+                        "saves a component folder. With the small preset (3 levels, f = 4) 32 px images become 8×8 "
+                        "token grids.")
+    v.add_argument("--data", required=True, type=Path, help=DATA_HELP)
+    v.add_argument("--out", required=True, type=Path, help="component folder to write")
+    v.add_argument("--preset", choices=["tiny", "small", "base"], default="small",
+                   help="model size: tiny (2 levels, f=2, 64 codes), small (3 levels, f=4, 512 codes), "
+                   "base (3 levels, wider, 1024 codes)")
+    v.add_argument("--size", type=positive_int, default=32, help="training resolution in pixels")
+    v.add_argument("--codebook-size", type=positive_int, default=None,
+                   help="number of codes, the token generator's vocabulary (default: the preset's)")
+    add_train_flags(v, steps=800, batch_size=16, lr=2e-3, ema=0.0)
+    v.add_argument("--commitment", type=float, default=0.25, help="β, weight of the commitment loss")
+    v.add_argument("--reinit-every", type=non_negative_int, default=50,
+                   help="forward passes between dead-code checks: a code no encoder output chose in that window moves "
+                   "onto a random encoder output of the batch (0: never, and no data-dependent start; needed with "
+                   "several processes)")
+    v.set_defaults(run=run_vq)
+
+
+def run_vq(args, command: str) -> None:
+    from t2i.tokens.vq import VQ_PRESETS
+    from t2i.tokens.vq_train import VQTrainConfig, train_vq
+
+    model = VQ_PRESETS[args.preset](args.size)
+    if args.codebook_size is not None:
+        model.codebook_size = args.codebook_size
+    cfg = VQTrainConfig(model=model, train=train_config(args), commitment=args.commitment,
+                        reinit_every=args.reinit_every)
+    info = train_vq(args.data, args.out, cfg, command=command, resume=args.resume,
+                    reset_data_position=args.reset_data_position)
+    if report_stop(info, command) or not is_main_process():
+        return
+    m = info["metrics"]
+    print(f"vq: held-out PSNR {m['psnr_held_out']:.2f} dB, {info['grid_size']}×{info['grid_size']} tokens of "
+          f"{info['codebook_size']} codes; codes used {m['codebook_usage_train']['used_share']:.0%} (train), "
+          f"perplexity {m['codebook_usage_train']['perplexity']:.0f}; wrote {args.out}")
+
+
+def register_tokens(tsub) -> None:
+    t = tsub.add_parser("tokens", formatter_class=Help, help="the tokens variant's generator: GPT-2 over VQ tokens",
+                        description="Caches the VQ autoencoder's token grids and the text encoder's embeddings once, "
+                        "then trains a GPT-2 (transformers GPT2LMHeadModel, small config) to write the grid in "
+                        "raster order, cross-attending to the text, with caption dropout (for classifier-free "
+                        "guidance) and EMA.")
+    t.add_argument("--data", required=True, type=Path, help=DATA_HELP)
+    t.add_argument("--vq", required=True, type=Path, help="VQ autoencoder component folder (from t2i train vq)")
+    t.add_argument("--out", required=True, type=Path, help="component folder to write")
+    t.add_argument("--text-encoder", default="minilm",
+                   help="'minilm' (pretrained, bundled) or a local transformers folder; frozen")
+    t.add_argument("--max-length", type=positive_int, default=16, help="prompt length in tokens")
+    t.add_argument("--preset", choices=["tiny", "small", "base"], default="small",
+                   help="transformer size: tiny (width 64, 2 layers), small (128, 4), base (256, 8)")
+    t.add_argument("--caption-dropout", type=fraction, default=0.1, help="share of empty-prompt training samples")
+    add_train_flags(t, steps=1200, batch_size=64, lr=1e-3, ema=0.999)
+    t.add_argument("--cache-dir", type=Path, default=None, help="where token grids/embeddings are cached (default OUT/cache)")
+    t.add_argument("--cache-shard-rows", type=positive_int, default=4096,
+                   help="samples per cache shard file; shards are what several processes split between them")
+    t.add_argument("--pipeline-out", type=Path, default=None, help="also compose a ready pipeline folder here")
+    t.set_defaults(run=run_tokens)
+
+
+def run_tokens(args, command: str) -> None:
+    from t2i.text import TextEncoderConfig
+    from t2i.tokens.model import TOKEN_GENERATOR_PRESETS
+    from t2i.tokens.train import TokensTrainConfig, train_tokens
+
+    model = TOKEN_GENERATOR_PRESETS[args.preset]()
+    model.caption_dropout = args.caption_dropout
+    cfg = TokensTrainConfig(model=model, text=TextEncoderConfig(source=args.text_encoder, max_length=args.max_length),
+                            train=train_config(args), cache_shard_rows=args.cache_shard_rows)
+    info = train_tokens(args.data, args.vq, args.out, cfg, cache_dir=args.cache_dir, command=command,
+                        resume=args.resume, reset_data_position=args.reset_data_position)
+    if report_stop(info, command) or not is_main_process():
+        return
+    print(f"tokens: final loss {info['metrics']['final_loss']:.4f}, wrote {args.out}")
+    if args.pipeline_out:
+        from t2i.pipeline import compose_pipeline
+
+        print(f"pipeline: wrote {compose_pipeline(args.out, args.pipeline_out)}")

@@ -21,8 +21,34 @@ def _load_cascade(folder: Path) -> Pipeline:
     return CascadePipeline.from_pretrained(folder)
 
 
+def _load_tokens(folder: Path) -> Pipeline:
+    from t2i.tokens.pipeline import TokensPipeline
+
+    return TokensPipeline.from_pretrained(folder)
+
+
 # variant (the "variant" field of a pipeline folder's t2i.json) -> loader. A plain dict of functions.
-PIPELINE_LOADERS = {"latent": _load_latent, "cascade": _load_cascade}
+PIPELINE_LOADERS = {"latent": _load_latent, "cascade": _load_cascade, "tokens": _load_tokens}
+
+
+def _compose_tokens(generator_dir, out_dir, **kwargs) -> Path:
+    from t2i.tokens.compose import compose_tokens
+
+    return compose_tokens(generator_dir, out_dir, **kwargs)
+
+
+# generator kind (the "kind" in its t2i_component.json) -> the compose function of its variant.
+COMPOSERS = {"latent-diffusion": compose, "tokens": _compose_tokens}
+
+
+def compose_pipeline(generator_dir: str | Path, out_dir: str | Path, **kwargs) -> Path:
+    """Compose the pipeline of whichever variant the generator belongs to (see `COMPOSERS`)."""
+    from t2i.components import read_component_info
+
+    kind = read_component_info(generator_dir, "generator").get("kind", "latent-diffusion")
+    if kind not in COMPOSERS:
+        raise CompositionError(f"{generator_dir} holds a {kind!r} generator; this t2i composes {', '.join(COMPOSERS)}")
+    return COMPOSERS[kind](generator_dir, out_dir, **kwargs)
 
 
 def load_pipeline(folder: str | Path) -> Pipeline:
@@ -37,5 +63,5 @@ def load_pipeline(folder: str | Path) -> Pipeline:
     return PIPELINE_LOADERS[variant](folder)
 
 
-__all__ = ["PIPELINE_LOADERS", "CompositionError", "Pipeline", "StreamEvent", "T2IPipeline", "compose",
+__all__ = ["COMPOSERS", "PIPELINE_LOADERS", "CompositionError", "compose_pipeline", "Pipeline", "StreamEvent", "T2IPipeline", "compose",
            "load_pipeline"]

@@ -1,0 +1,1 @@
+"""The tokens variant (DALL-E's): a VQ autoencoder's token grid, written by an autoregressive transformer."""
