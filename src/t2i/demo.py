@@ -16,6 +16,7 @@ from t2i.data import ShapesConfig, write_shapes
 from t2i.evaluation import colour_accuracy
 from t2i.generator import GeneratorConfig, GeneratorTrainConfig, train_generator
 from t2i.pipeline import T2IPipeline, compose
+from t2i.pipeline.preview_decoder import PreviewFitConfig
 from t2i.pipeline.preview import grid, save_gif, slug
 from t2i.text import TextEncoderConfig
 from t2i.training.trainer import TrainConfig
@@ -49,7 +50,8 @@ def _quick(out: Path) -> DemoConfig:
         data=ShapesConfig(n=128, size=16, seed=0),
         autoencoder=AutoencoderTrainConfig(
             model=AutoencoderConfig(image_size=16, block_out_channels=(16, 32, 32), norm_num_groups=8),
-            train=TrainConfig(steps=10, batch_size=16, lr=2e-3, warmup_steps=2), held_out=16),
+            train=TrainConfig(steps=10, batch_size=16, lr=2e-3, warmup_steps=2), held_out=16,
+            preview=PreviewFitConfig(width=16, epochs=5, batch_size=32, images=96, held_out=16)),
         generator=GeneratorTrainConfig(
             model=GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8),
             text=TextEncoderConfig(max_length=16),

@@ -15,6 +15,7 @@ from t2i.autoencoder.model import (
     normalise_latent_channels,
     psnr,
 )
+from t2i.pipeline.preview_decoder import PreviewFitConfig, fit_preview_decoder
 from t2i.components import write_component_info
 from t2i.data.layout import TRAIN
 from t2i.data.sources import ImageRows, open_source
@@ -34,6 +35,8 @@ class AutoencoderTrainConfig:
     normalise_channels: bool = False  # fold per-channel mean/std of the latents into the weights (see
     # normalise_latent_channels); the scaling factor is measured after it
     held_out: int = 256  # images kept out of training to measure reconstruction PSNR
+    preview: PreviewFitConfig | None = field(default_factory=PreviewFitConfig)  # the tiny decoder for per-step
+    # previews, distilled from the trained decoder and saved in OUT/preview_decoder/; None: no preview decoder
 
 
 def autoencoder_loss(kl_weight: float, pixel_loss: str = "mse"):
@@ -97,7 +100,10 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
         recon = torch.cat([vae.decode(vae.encode(test_images[i : i + 128]).latent_dist.mode()).sample
                            for i in range(0, len(test_images), 128)]) if held else test_images
     held_out_psnr = psnr(recon, test_images).mean().item() if held else float("nan")
+    preview = fit_preview_decoder(vae, measured, cfg.preview) if cfg.preview else None
     vae.save_pretrained(out_dir, safe_serialization=True)
+    if preview is not None:
+        preview.save(out_dir)
     info = {
         "component": "autoencoder",
         "kind": "kl",
@@ -119,6 +125,7 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
             "train_seconds": result.seconds,
             "skipped_steps": result.skipped_steps,
             "rollbacks": result.rollbacks,
+            "preview_decoder": preview.config.metrics if preview is not None else None,
         },
         "losses": result.losses,
     }

@@ -37,6 +37,7 @@ def register(sub) -> None:
     register_shapes_classifier(tsub)
     register_vq(tsub)
     register_tokens(tsub)
+    register_preview_decoder(tsub)
 
 
 def register_autoencoder(tsub) -> None:
@@ -350,3 +351,22 @@ def run_tokens(args, command: str) -> None:
         from t2i.pipeline import compose_pipeline
 
         print(f"pipeline: wrote {compose_pipeline(args.out, args.pipeline_out)}")
+def register_preview_decoder(tsub) -> None:
+    p = tsub.add_parser("preview-decoder", formatter_class=Help,
+                        help="the tiny decoder behind cheap per-step previews, for an existing autoencoder",
+                        description="t2i train autoencoder already fits one. For an autoencoder trained before that "
+                        "(or to refit): distils its decoder into a three-convolution network on latents of the data, "
+                        "and writes FOLDER/preview_decoder/. Pipelines composed afterwards copy it; for a pipeline "
+                        "folder, pass PIPELINE/vae and --data. Without one, previews use the real decoder.")
+    p.add_argument("--autoencoder", required=True, type=Path, help="autoencoder component folder, or PIPELINE/vae")
+    p.add_argument("--data", type=Path, default=None, help="images to distil on (default: the autoencoder's data)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="passes over the distillation set")
+    p.set_defaults(run=run_preview_decoder)
+
+
+def run_preview_decoder(args, command: str) -> None:
+    from t2i.pipeline.preview_decoder import PreviewFitConfig, add_preview_decoder
+
+    decoder = add_preview_decoder(args.autoencoder, args.data, PreviewFitConfig(epochs=args.epochs))
+    print(f"preview decoder: held-out RMS error {decoder.config.metrics['rms_error_held_out']:.3f} against the real "
+          f"decoder (images in [-1, 1]); wrote {args.autoencoder / 'preview_decoder'}")

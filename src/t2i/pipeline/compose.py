@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import t2i
+from t2i.pipeline.preview_decoder import PREVIEW_FOLDER
 from t2i.components import PIPELINE_INFO, read_component_info, weights_digest
 from t2i.sampling import NoiseScheduleConfig, diffusers_scheduler_config
 from t2i.text import MINILM, load_text_encoder, minilm_path
@@ -116,6 +117,8 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
         encoder.save_pretrained(tmp / "text_encoder", tokenizer_folder=tmp / "tokenizer")
     for name, src in (("unet", generator_dir), ("vae", autoencoder_dir)):
         copy_weights(src, tmp / name)
+    if (autoencoder_dir / PREVIEW_FOLDER).is_dir():  # the tiny preview decoder; without it previews use the VAE
+        shutil.copytree(autoencoder_dir / PREVIEW_FOLDER, tmp / "vae" / PREVIEW_FOLDER)
     schedule = NoiseScheduleConfig(**gen_info["schedule"])
     (tmp / "scheduler").mkdir()
     # DPM-Solver++(2M) is t2i's default sampler, and diffusers' version of it walks the same trailing
