@@ -106,3 +106,36 @@ def is_main_process() -> bool:
     import os
 
     return os.environ.get("RANK", "0") == "0"
+
+
+def add_speed_flags(p: argparse.ArgumentParser) -> None:
+    """How a pipeline runs its networks (t2i.pipeline.speed.SpeedConfig) and how many threads it uses.
+    BENCHMARKS.md says what each one measured."""
+    g = p.add_argument_group("speed (see BENCHMARKS.md)")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for PyTorch (default: PyTorch's choice, one per physical core). Use 1 when "
+                   "other busy processes share the cores: competing thread pools stall each other")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the U-Net: each step runs faster once it is compiled (1.45x on the demo), but "
+                   "compiling takes minutes on a CPU, again for each new batch shape, so it pays for long runs only")
+    g.add_argument("--bf16", action="store_true",
+                   help="run the U-Net in bfloat16 autocast: faster only on CPUs with native bfloat16 (AVX512-BF16 "
+                   "or AMX); much slower elsewhere (a warning says so)")
+    g.add_argument("--full-previews", action="store_true",
+                   help="decode per-step previews with the real decoder instead of the tiny preview decoder")
+
+
+def speed_config(args):
+    """Apply --threads (a process-wide setting, so here at the entry point) and return the SpeedConfig."""
+    import logging
+
+    import torch
+
+    from t2i.pipeline.speed import SpeedConfig, native_bf16
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.bf16 and not native_bf16():
+        logging.getLogger("t2i").warning("this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag): "
+                                         "--bf16 will be slower than float32")
+    return SpeedConfig(compile=args.compile, bf16=args.bf16, fast_previews=not args.full_previews)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from t2i.cli.common import Help, positive_int
+from t2i.cli.common import Help, add_speed_flags, positive_int, speed_config
 
 
 def default_cache_dir() -> Path:
@@ -54,6 +54,7 @@ def register(sub) -> None:
                    help="images per held-out prompt for compositional accuracy on shapes data (0: skip)")
     e.add_argument("--cache-dir", type=Path, default=None,
                    help="trained evaluators and reference features (default: $XDG_CACHE_HOME/t2i or ~/.cache/t2i)")
+    add_speed_flags(e)
     e.set_defaults(run=run)
 
 
@@ -69,7 +70,7 @@ def run(args, command: str) -> None:
                      split=args.split)
     out = args.out or args.model.parent / f"eval-{args.model.name}"
     metrics = run_eval(args.model, out, cfg, data_dir=args.data, clip=args.clip, inception=args.inception,
-                       classifier=args.classifier, cache_dir=cache_dir, command=command)
+                       classifier=args.classifier, cache_dir=cache_dir, command=command, speed=speed_config(args))
     print(f"FID features: {metrics['fid_extractor']}; CLIP score: {metrics['clip_model']}; "
           f"{metrics['n']} images per setting, {metrics['n_real']} real")
     for s in metrics["settings"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from t2i.cli.common import Help, positive_int
+from t2i.cli.common import Help, add_speed_flags, positive_int, speed_config
 
 
 def register(sub) -> None:
@@ -75,6 +75,7 @@ def register(sub) -> None:
                      "(DALL-E's re-ranking); needs --clip")
     gen.add_argument("--clip", type=Path, default=None, metavar="DIR",
                      help="a transformers CLIPModel folder (e.g. from t2i train clip) that scores the candidates")
+    add_speed_flags(gen)
     gen.set_defaults(run=run_generate)
 
 
@@ -139,7 +140,7 @@ def run_generate(args, command: str) -> None:
     extra = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "candidates") if getattr(args, k) is not None}
     if args.clip is not None and args.candidates is None:
         raise ValueError("--clip scores candidates: give --candidates N as well")
-    pipe = t2i.load(args.model)  # None: the shipped emoji model
+    pipe = t2i.load(args.model, speed=speed_config(args))  # None: the shipped emoji model
     name, variant = args.model or "the shipped emoji model", pipe.info.get("variant", "latent")
     if extra and variant != "tokens":
         flags = ", ".join("--" + k.replace("_", "-") for k in extra)

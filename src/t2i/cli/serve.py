@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from t2i.cli.common import Help, positive_int
+from t2i.cli.common import Help, add_speed_flags, positive_int, speed_config
 from t2i.server.config import ServerConfig
 
 EPILOG = """\
@@ -54,6 +54,7 @@ def register(sub) -> None:
     limits.add_argument("--keep-jobs", type=positive_int, default=d.keep_jobs,
                         help="finished jobs whose images stay downloadable (in memory; oldest forgotten first)")
     s.add_argument("--quiet", action="store_true", help="do not log every request")
+    add_speed_flags(s)
     s.set_defaults(run=run)
 
 
@@ -77,7 +78,7 @@ def run(args, command: str) -> None:
     from t2i.server.run import bind, serve
 
     sock = bind(config.host, config.port)
-    pipe = t2i.load(args.model)  # None: the shipped emoji model
+    pipe = t2i.load(args.model, speed=speed_config(args))  # None: the shipped emoji model
     name = args.model or "the shipped emoji model"
     serve(pipe, config, sock=sock, access_log=not args.quiet,
           on_ready=lambda url: print(f"t2i serve: {name} on {url}", flush=True))

@@ -283,8 +283,10 @@ def default_classifier(cache_dir: Path, size: int):
 
 def run_eval(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig, *, data_dir: str | Path | None = None,
              clip: str | Path | None = None, inception: str | Path | None = None,
-             classifier: str | Path | None = None, cache_dir: str | Path, command: str | None = None) -> dict:
-    """`t2i eval`: load the pipeline and the evaluators (training the defaults once), measure, write the report."""
+             classifier: str | Path | None = None, cache_dir: str | Path, command: str | None = None,
+             speed=None) -> dict:
+    """`t2i eval`: load the pipeline and the evaluators (training the defaults once), measure, write the report.
+    `speed`: how the pipeline runs its networks (t2i.pipeline.SpeedConfig; None: the defaults)."""
     import t2i
     from t2i.evaluation.inception import InceptionExtractor
     from t2i.evaluation.shapes_classifier import ShapesClassifier
@@ -299,7 +301,7 @@ def run_eval(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig, *, dat
     if cfg.n < cfg.min_samples:  # before anything slow
         raise ValueError(f"{cfg.n} images per setting is below the floor of {cfg.min_samples} for FID "
                          f"({WARN_FID_SAMPLES}+ recommended)")
-    pipe = t2i.load(model_dir)
+    pipe = t2i.load(model_dir, speed=speed)
     data_dir = Path(data_dir or recorded_data(pipe.info) or "")
     if not str(data_dir) or str(data_dir) == ".":
         raise ValueError(f"{model_dir} records no training data folder; pass --data DIR")

@@ -9,25 +9,35 @@ from t2i.components import PIPELINE_INFO
 from t2i.pipeline.base import Pipeline, StreamEvent
 from t2i.pipeline.compose import CompositionError, compose
 from t2i.pipeline.pipeline import T2IPipeline
+from t2i.pipeline.speed import SpeedConfig
 
 
-def _load_latent(folder: Path) -> Pipeline:
-    return T2IPipeline.from_pretrained(folder)
+def _load_latent(folder: Path, speed: SpeedConfig | None) -> Pipeline:
+    return T2IPipeline.from_pretrained(folder, speed=speed)
 
 
-def _load_cascade(folder: Path) -> Pipeline:
+def _latent_only(folder: Path, speed: SpeedConfig | None, variant: str) -> None:
+    if speed is not None and speed != SpeedConfig():
+        raise ValueError(f"the speed options (--compile, --bf16, ...) apply to latent pipelines; {folder} is a {variant} "
+                         "pipeline")
+
+
+def _load_cascade(folder: Path, speed: SpeedConfig | None) -> Pipeline:
+    _latent_only(folder, speed, "cascade")
     from t2i.pipeline.cascade import CascadePipeline
 
     return CascadePipeline.from_pretrained(folder)
 
 
-def _load_tokens(folder: Path) -> Pipeline:
+def _load_tokens(folder: Path, speed: SpeedConfig | None) -> Pipeline:
+    _latent_only(folder, speed, "tokens")
     from t2i.tokens.pipeline import TokensPipeline
 
     return TokensPipeline.from_pretrained(folder)
 
 
-# variant (the "variant" field of a pipeline folder's t2i.json) -> loader. A plain dict of functions.
+# variant (the "variant" field of a pipeline folder's t2i.json) -> loader(folder, speed options or None).
+# A plain dict of functions.
 PIPELINE_LOADERS = {"latent": _load_latent, "cascade": _load_cascade, "tokens": _load_tokens}
 
 
@@ -51,8 +61,9 @@ def compose_pipeline(generator_dir: str | Path, out_dir: str | Path, **kwargs) -
     return COMPOSERS[kind](generator_dir, out_dir, **kwargs)
 
 
-def load_pipeline(folder: str | Path) -> Pipeline:
-    """Load any pipeline folder t2i wrote; its t2i.json says which variant it is (latent when absent)."""
+def load_pipeline(folder: str | Path, *, speed: SpeedConfig | None = None) -> Pipeline:
+    """Load any pipeline folder t2i wrote; its t2i.json says which variant it is (latent when absent).
+    `speed`: how to run the networks (t2i.pipeline.speed.SpeedConfig; default: its defaults)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a pipeline folder (it does not exist); make one with t2i compose")
@@ -60,8 +71,8 @@ def load_pipeline(folder: str | Path) -> Pipeline:
     variant = json.loads(info_path.read_text()).get("variant", "latent") if info_path.exists() else "latent"
     if variant not in PIPELINE_LOADERS:
         raise ValueError(f"{folder} holds a {variant!r} pipeline; this t2i knows {', '.join(PIPELINE_LOADERS)}")
-    return PIPELINE_LOADERS[variant](folder)
+    return PIPELINE_LOADERS[variant](folder, speed)
 
 
-__all__ = ["COMPOSERS", "PIPELINE_LOADERS", "CompositionError", "compose_pipeline", "Pipeline", "StreamEvent", "T2IPipeline", "compose",
-           "load_pipeline"]
+__all__ = ["COMPOSERS", "PIPELINE_LOADERS", "CompositionError", "compose_pipeline", "Pipeline", "SpeedConfig",
+           "StreamEvent", "T2IPipeline", "compose", "load_pipeline"]

@@ -17,6 +17,7 @@ from t2i.data import to_pil
 from t2i.components import PIPELINE_INFO, weights_digest
 from t2i.pipeline.base import Pipeline, parameters_text
 from t2i.pipeline.compose import DEFAULTS
+from t2i.pipeline.speed import SpeedConfig, prepare_unet
 from t2i.sampling import (
     SAMPLERS,
     Denoiser,
@@ -51,10 +52,15 @@ class T2IPipeline(Pipeline):
 
     samplers = tuple(SAMPLERS)
 
-    def __init__(self, text_encoder: TextEncoder, unet, vae, scheduler_config: dict, info: dict):
+    def __init__(self, text_encoder: TextEncoder, unet, vae, scheduler_config: dict, info: dict, *,
+                 speed: SpeedConfig | None = None, preview_decoder=None):
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.unet = unet.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
+        self.speed = speed or SpeedConfig()
+        self._unet_module = prepare_unet(self.unet, self.speed)  # what the sampler calls (maybe compiled)
+        # The tiny decoder fitted after autoencoder training (t2i.pipeline.preview_decoder), or None.
+        self.preview_decoder = preview_decoder.eval().requires_grad_(False) if preview_decoder is not None else None
         self.info = info
         self.prediction_type = scheduler_config["prediction_type"]
         self.schedule = NoiseScheduleConfig(
@@ -72,9 +78,11 @@ class T2IPipeline(Pipeline):
         self._uncond_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> T2IPipeline:
-        """Load a folder written by `t2i compose` (float32, CPU)."""
+    def from_pretrained(cls, folder: str | Path, *, speed: SpeedConfig | None = None) -> T2IPipeline:
+        """Load a folder written by `t2i compose` (float32, CPU), to run with the options of `speed`."""
         from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        from t2i.pipeline.preview_decoder import load_preview_decoder
 
         folder = Path(folder)
         if not (folder / "model_index.json").exists():
@@ -84,7 +92,8 @@ class T2IPipeline(Pipeline):
         text_encoder = _pipeline_text_encoder(folder, info)
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
         vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
-        return cls(text_encoder, unet, vae, scheduler_config, info)
+        return cls(text_encoder, unet, vae, scheduler_config, info, speed=speed,
+                   preview_decoder=load_preview_decoder(folder / "vae"))
 
     @property
     def image_size(self) -> int:
@@ -102,6 +111,15 @@ class T2IPipeline(Pipeline):
         pixels = self.vae.decode(latents / self.latent_scaling_factor).sample  # (B, 3, H, W) in [-1, 1]
         return [to_pil(p) for p in pixels]
 
+    @torch.inference_mode()
+    def decode_preview(self, latents: torch.Tensor) -> list[Image.Image]:
+        """A step's predicted clean latents as preview images: the tiny preview decoder when the folder has one
+        (and `speed.fast_previews`), else the real decoder."""
+        if self.preview_decoder is None or not self.speed.fast_previews:
+            return self.decode(latents)
+        pixels = self.preview_decoder(latents / self.latent_scaling_factor)  # (B, 3, H, W) in [-1, 1]
+        return [to_pil(p) for p in pixels]
+
     def _settings(self, prompt, negative_prompt, num_images, steps, guidance, seed, sampler, height, width):
         s = self._request(prompt, negative_prompt, num_images, steps, guidance, seed, sampler)
         height, width = height or self.image_size, width or self.image_size
@@ -117,7 +135,10 @@ class T2IPipeline(Pipeline):
         """Run the sampler for settings `s`; returns scaled latents (B, c, h, w)."""
         cond = self.encode_prompts(s["prompts"])
         uncond = self._uncond(s["negatives"]) if s["guidance"] != 1 else None
-        denoiser = Denoiser(unet_network(self.unet), self.alphas_cumprod, self.prediction_type)
+        # A network per run: the reused text keys/values live exactly as long as this run.
+        net = unet_network(self._unet_module, reuse_text_kv=self.speed.reuse_text_kv and not self.speed.compile,
+                           autocast_dtype=torch.bfloat16 if self.speed.bf16 else None)
+        denoiser = Denoiser(net, self.alphas_cumprod, self.prediction_type)
         denoise = guided(denoiser, cond, uncond, s["guidance"])
         generators = [torch.Generator().manual_seed(k) for k in s["seeds"]]
         shape = (self.unet.config.in_channels, s["height"] // self.vae_factor, s["width"] // self.vae_factor)
@@ -145,7 +166,7 @@ class T2IPipeline(Pipeline):
         """Generate `num_images` images per prompt. `seed` is a base seed (image k gets seed + k) or one seed
         per image. `callback(step, total, previews)` receives each step's decoded clean-image prediction."""
         s = self._settings(prompt, negative_prompt, num_images, steps, guidance, seed, sampler, height, width)
-        on_step = (lambda i, x0: callback(i + 1, s["steps"], self.decode(x0))) if callback else None
+        on_step = (lambda i, x0: callback(i + 1, s["steps"], self.decode_preview(x0))) if callback else None
         images = self.decode(self._sample(s, on_step))
         for img, p, neg, k in zip(images, s["prompts"], s["negatives"], s["seeds"]):
             img.info["parameters"] = parameters_text(p, neg, s, k)

@@ -1,0 +1,56 @@
+"""How the latent pipeline runs its networks: the speed options, chosen once when it is loaded.
+
+Each option was kept because `benchmarks/speed_options.py` measured it against the plain path in the
+same run (BENCHMARKS.md has the ratios); the ones that lose on a machine are off by default there.
+Always on, not options: `torch.inference_mode`, the empty prompt's embedding computed once per pipeline,
+and classifier-free guidance as one batched forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class SpeedConfig:
+    reuse_text_kv: bool = True  # compute each cross-attention layer's keys/values of the prompt once per run,
+    # not once per step (they do not change between steps); see t2i.pipeline.cross_attention
+    channels_last: bool = False  # U-Net weights and activations in NHWC layout (oneDNN's preferred layout)
+    bf16: bool = False  # bfloat16 autocast around the U-Net; pays only on CPUs with native bfloat16
+    # (AVX512-BF16 or AMX, see native_bf16) or GPUs: on an AVX2 CPU it was measured ~8× slower
+    compile: bool = False  # torch.compile the U-Net (inductor, weights frozen as constants): 1.45x faster U-Net
+    # steps on the demo, after a compilation of minutes on a CPU repeated for each new batch shape; for long
+    # runs (t2i serve, t2i eval). Replaces reuse_text_kv (the compiled graph computes K, V itself)
+    fast_previews: bool = True  # decode per-step previews with the autoencoder's tiny preview decoder when
+    # the folder has one (vae/preview_decoder/); else, and when False, with the real decoder
+
+
+def native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (the avx512_bf16 or amx_bf16 flag, Linux only)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return False
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def prepare_unet(unet, speed: SpeedConfig):
+    """The module the sampler calls: `unet` with the attention processors and memory layout of `speed`, changed
+    in place (the weights' values stay as they are), compiled when `speed.compile` (then a wrapper of `unet`)."""
+    import torch
+
+    from t2i.pipeline.cross_attention import ReusedTextKV
+
+    if speed.reuse_text_kv and not speed.compile:
+        unet.set_attn_processor(ReusedTextKV())
+    if speed.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    if speed.compile:
+        # Freezing turns weights into constants, so inductor can pre-pack convolution weights for oneDNN.
+        return torch.compile(unet, options={"freezing": True})
+    return unet

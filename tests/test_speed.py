@@ -1,0 +1,126 @@
+"""Speed options give what the plain path gives; previews are cheap without changing the images."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import t2i
+from t2i.pipeline import SpeedConfig
+from t2i.pipeline.preview_decoder import (PREVIEW_FOLDER, PreviewDecoder, PreviewDecoderConfig, PreviewFitConfig,
+                                          distil_preview_decoder, load_preview_decoder)
+from t2i.sampling import unet_network
+
+PLAIN = SpeedConfig(reuse_text_kv=False, channels_last=False, bf16=False, fast_previews=False)
+
+
+def _arr(images):
+    return np.stack([np.asarray(i, dtype=np.int16) for i in images])
+
+
+def _latents(pipe, **kwargs):
+    settings = dict(prompt=["a red circle", "a small blue square above a large green circle"], negative_prompt=None,
+                    num_images=1, steps=5, guidance=3.0, seed=[4, 5], sampler="dpmpp_2m", height=None, width=None)
+    return pipe._sample(pipe._settings(**{**settings, **kwargs}))  # (B, c, h, w) scaled latents
+
+
+@pytest.fixture(scope="module")
+def plain(pipeline_dir):
+    return t2i.load(pipeline_dir, speed=PLAIN)
+
+
+def test_reused_text_keys_values_give_the_plain_result(pipe, plain):
+    assert pipe.speed.reuse_text_kv
+    # The same projections of the same embeddings, computed once instead of per step: equal up to float
+    # rounding (the two processors order a reshape differently; 1e-6 is far below any visible change).
+    torch.testing.assert_close(_latents(pipe), _latents(plain), atol=1e-6, rtol=0)
+
+
+def test_reused_keys_values_follow_the_embeddings_they_came_from(pipe, plain):
+    """A network keeps K, V per layer for the embeddings tensor it saw; a new tensor is never served stale ones."""
+    net, reference = unet_network(pipe.unet, reuse_text_kv=True), unet_network(plain.unet)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 4, 4, generator=g)
+    t = torch.tensor([500, 500])
+    first, second = pipe.encode_prompts(["a red circle"] * 2), pipe.encode_prompts(["a blue square"] * 2)
+    for cond in (first, first, second, first.clone()):
+        torch.testing.assert_close(net(x, t, cond), reference(x, t, cond), atol=1e-6, rtol=0)
+
+
+def test_channels_last_gives_the_plain_result(pipeline_dir, plain):
+    nhwc = t2i.load(pipeline_dir, speed=SpeedConfig(channels_last=True))
+    assert nhwc.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    # oneDNN picks other convolution kernels for NHWC: same maths, other summation order.
+    torch.testing.assert_close(_latents(nhwc), _latents(plain), atol=1e-4, rtol=0)
+
+
+def test_bf16_autocast_stays_close_to_float32(pipeline_dir, plain):
+    bf16 = t2i.load(pipeline_dir, speed=SpeedConfig(bf16=True))
+    ours, reference = _latents(bf16), _latents(plain)
+    assert ours.dtype == torch.float32
+    # bfloat16 keeps 8 bits of mantissa (~0.4 % per operation); over 5 steps the latents stay within a few %.
+    relative = ((ours - reference).norm() / reference.norm()).item()
+    assert 0 < relative < 0.05
+
+
+# -- previews -------------------------------------------------------------------------------------
+
+
+def test_previews_use_the_preview_decoder_and_leave_the_images_alone(pipe, plain):
+    assert pipe.preview_decoder is not None  # the quick demo's autoencoder fitted one, compose copied it
+    fast, full = [], []
+    images = pipe(["a red circle", "a blue square"], seed=3, steps=4,
+                  callback=lambda step, total, previews: fast.append(previews))
+    reference = plain(["a red circle", "a blue square"], seed=3, steps=4,
+                      callback=lambda step, total, previews: full.append(previews))
+    assert np.array_equal(_arr(images), _arr(pipe(["a red circle", "a blue square"], seed=3, steps=4)))
+    assert np.abs(_arr(images) - _arr(reference)).max() <= 1  # previews on or off, fast or full: the same images
+    assert len(fast) == len(full) == 4 and fast[0][0].size == full[0][0].size == (pipe.image_size, pipe.image_size)
+    assert np.abs(_arr(fast[-1]) - _arr(full[-1])).max() > 0  # they really came from the other decoder
+
+
+def test_a_pipeline_without_a_preview_decoder_previews_with_the_real_decoder(pipeline_dir, tmp_path):
+    bare = tmp_path / "pipe"
+    shutil.copytree(pipeline_dir, bare)
+    shutil.rmtree(bare / "vae" / PREVIEW_FOLDER)
+    pipe = t2i.load(bare)
+    assert pipe.preview_decoder is None
+    latents = _latents(pipe)
+    assert np.array_equal(_arr(pipe.decode_preview(latents)), _arr(pipe.decode(latents)))
+
+
+def test_distillation_recovers_a_network_it_can_represent(tmp_path):
+    """The fitting loop, against a target it can reach exactly: images drawn by a random preview decoder."""
+    config = PreviewDecoderConfig(latent_channels=4, downsampling_factor=2, width=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        teacher = PreviewDecoder(config).eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    latents, held = torch.randn(256, 4, 4, 4, generator=g), torch.randn(64, 4, 4, 4, generator=g)
+    with torch.no_grad():
+        train, test = (latents, teacher(latents)), (held, teacher(held))
+    spread = (test[1] - test[1].mean(0)).pow(2).mean().sqrt().item()  # error of predicting the mean image
+    student = distil_preview_decoder(PreviewDecoderConfig(latent_channels=4, downsampling_factor=2, width=16), train,
+                                     test, PreviewFitConfig(epochs=60, batch_size=32, lr=1e-2))
+    error = student.config.metrics["rms_error_held_out"]
+    # A wider student of the same form reaches the teacher; measured 0.1-0.2 of the spread, pinned loosely.
+    assert error < 0.35 * spread, (error, spread)
+    with torch.no_grad():
+        assert (student(held) - test[1]).pow(2).mean().sqrt().item() == pytest.approx(error)
+    student.save(tmp_path)
+    again = load_preview_decoder(tmp_path)
+    assert json.loads((tmp_path / PREVIEW_FOLDER / "config.json").read_text())["width"] == 16
+    torch.testing.assert_close(again(held), student(held))
+
+
+def test_autoencoder_training_fits_a_preview_decoder_and_compose_carries_it(demo_run, pipeline_dir):
+    out, _ = demo_run
+    fitted = load_preview_decoder(out / "autoencoder")
+    carried = load_preview_decoder(pipeline_dir / "vae")
+    assert fitted is not None and carried is not None
+    assert fitted.config.metrics["rms_error_held_out"] > 0
+    z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fitted(z), carried(z), atol=0, rtol=0)
+    assert fitted(z).shape == (2, 3, 16, 16)
