@@ -88,7 +88,7 @@ class PreviewFitConfig:
     batch_size: int = 64  # latents per step
     lr: float = 3e-3  # peak learning rate (cosine decay to 0)
     images: int = 1024  # data images whose latents (and mixes and shrunken copies of them) are distilled on
-    held_out: int = 128  # of those, kept out of training to measure the error
+    held_out: int = 128  # of those, kept out of training to measure the error (at most a quarter of them)
     seed: int = 0  # initialisation, mixes and batch order
 
 
@@ -109,13 +109,14 @@ def _distillation_set(vae, images: torch.Tensor, generator: torch.Generator, bat
 
 def fit_preview_decoder(vae, images: torch.Tensor, cfg: PreviewFitConfig | None = None) -> PreviewDecoder:
     """Distil the autoencoder's decoder into a `PreviewDecoder` on `images` (N, 3, S, S) in [-1, 1] (the
-    first `cfg.images`; the last `cfg.held_out` of them, with their variants, measure the error)."""
+    first `cfg.images`; the last `cfg.held_out` of them, at most a quarter, with their variants, measure the error)."""
     cfg = cfg or PreviewFitConfig()
     images = images[: cfg.images]
-    if len(images) <= cfg.held_out:
-        raise ValueError(f"fitting a preview decoder needs more than {cfg.held_out} images, got {len(images)}")
+    held_out = min(cfg.held_out, len(images) // 4)  # small datasets keep three quarters for training
+    if held_out < 1:
+        raise ValueError(f"fitting a preview decoder needs at least 4 images, got {len(images)}")
     generator = torch.Generator().manual_seed(cfg.seed)
-    split = len(images) - cfg.held_out
+    split = len(images) - held_out
     latents, targets = _distillation_set(vae, images[:split], generator)  # (n_train, c, h, w), (n_train, 3, H, W)
     test_latents, test_targets = _distillation_set(vae, images[split:], generator)  # mixes only among held-out
     config = PreviewDecoderConfig(latent_channels=latents.shape[1],
