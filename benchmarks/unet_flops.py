@@ -8,7 +8,9 @@ unconditional halves in one batch) at the pipeline's latent size. The ceiling is
 its resolution (what they can do at that size). All are timed interleaved, median of the repeats, in this
 process's CPU time (one thread: the work done, which contention disturbs less than wall time).
 
-    python benchmarks/unet_flops.py --model outputs/demo/pipeline --batch 8
+With --compile the U-Net is also timed after torch.compile (SpeedConfig(compile=True), same FLOPs counted).
+
+    python benchmarks/unet_flops.py --model outputs/demo/pipeline --batch 8 [--compile]
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="images per call (the U-Net sees twice as many rows)")
     p.add_argument("--repeats", type=int, default=7, help="timed rounds (each times every case)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--compile", action="store_true", help="also time the torch.compiled U-Net (minutes to compile)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,6 +73,9 @@ def main() -> None:
         unet_flops = counter.get_total_flops()
         by_op = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
         cases["unet forward"] = (cases["unet forward"][0], unet_flops)
+        if args.compile:
+            compiled = torch.compile(unet, options={"freezing": True})
+            cases["unet forward, compiled"] = (lambda: compiled(x, t, encoder_hidden_states=cond).sample, unet_flops)
         calls = {}
         for name, (fn, flops) in cases.items():  # warm-up; calls per timing: about 0.2 s of work
             fn()
@@ -82,7 +88,7 @@ def main() -> None:
     results = {name: {"gflop": flops / 1e9, "ms": 1e3 * statistics.median(seconds[name]),
                       "gflops_per_s": flops / 1e9 / statistics.median(seconds[name])}
                for name, (_, flops) in cases.items()}
-    ceiling = max(r["gflops_per_s"] for n, r in results.items() if n != "unet forward")
+    ceiling = max(r["gflops_per_s"] for n, r in results.items() if not n.startswith("unet forward"))
     achieved = results["unet forward"]["gflops_per_s"]
     print(f"{args.model}: U-Net forward of {rows} rows at {side}x{side} latents ({args.batch} guided images), "
           f"{args.threads} thread(s), median of {args.repeats}, CPU time")
@@ -91,7 +97,9 @@ def main() -> None:
         print(f"{name:>52} {r['gflop']:>7.3f} {r['ms']:>8.2f} {r['gflops_per_s']:>8.1f}")
     share = {k: v / unet_flops for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])}
     print("U-Net FLOPs by op: " + ", ".join(f"{k.removeprefix('aten.')} {100 * v:.0f} %" for k, v in share.items()))
-    print(f"U-Net at {100 * achieved / ceiling:.0f} % of the measured conv ceiling ({ceiling:.1f} GFLOP/s)")
+    for name in (n for n in results if n.startswith("unet forward")):
+        print(f"{name}: {100 * results[name]['gflops_per_s'] / ceiling:.0f} % of the measured conv ceiling "
+              f"({ceiling:.1f} GFLOP/s)")
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "batch": args.batch, "rows": rows,
                                          "threads": args.threads, "results": results, "flops_by_op": by_op,

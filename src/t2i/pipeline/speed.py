@@ -1,7 +1,9 @@
 """How the latent pipeline runs its networks: the speed options, chosen once when it is loaded.
 
-Each option was kept because `benchmarks/speed_options.py` measured it against the plain path in the
-same run (BENCHMARKS.md has the ratios); the ones that lose on a machine are off by default there.
+Each option was measured against the plain path in the same run (`benchmarks/speed_options.py`,
+`benchmarks/vs_diffusers.py`; BENCHMARKS.md has the ratios). On the demo, on a 2-core AVX2 CPU: reusing
+the prompt's keys/values 1.20x faster (on by default); channels_last 0.92x and bfloat16 autocast 0.14x
+without native bfloat16 (both off); torch.compile 1.26x more on top, after minutes of compilation (opt-in).
 Always on, not options: `torch.inference_mode`, the empty prompt's embedding computed once per pipeline,
 and classifier-free guidance as one batched forward.
 """
@@ -17,8 +19,8 @@ class SpeedConfig:
     reuse_text_kv: bool = True  # compute each cross-attention layer's keys/values of the prompt once per run,
     # not once per step (they do not change between steps); see t2i.pipeline.cross_attention
     channels_last: bool = False  # U-Net weights and activations in NHWC layout (oneDNN's preferred layout)
-    bf16: bool = False  # bfloat16 autocast around the U-Net; pays only on CPUs with native bfloat16
-    # (AVX512-BF16 or AMX, see native_bf16) or GPUs: on an AVX2 CPU it was measured ~8× slower
+    bf16: bool = False  # bfloat16 autocast around the U-Net; can pay only on CPUs with native bfloat16
+    # (AVX512-BF16 or AMX, see native_bf16): on an AVX2 CPU it was measured 7x slower
     compile: bool = False  # torch.compile the U-Net (inductor, weights frozen as constants): 1.45x faster U-Net
     # steps on the demo, after a compilation of minutes on a CPU repeated for each new batch shape; for long
     # runs (t2i serve, t2i eval). Replaces reuse_text_kv (the compiled graph computes K, V itself)
