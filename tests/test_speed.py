@@ -124,3 +124,10 @@ def test_autoencoder_training_fits_a_preview_decoder_and_compose_carries_it(demo
     z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(fitted(z), carried(z), atol=0, rtol=0)
     assert fitted(z).shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("variant", ["cascade", "tokens"])
+def test_speed_options_are_refused_for_other_variants_before_loading(tmp_path, variant):
+    (tmp_path / "t2i.json").write_text(json.dumps({"variant": variant}))  # nothing else: loading would fail
+    with pytest.raises(ValueError, match=f"apply to latent pipelines; .* is a {variant} pipeline"):
+        t2i.load(tmp_path, speed=SpeedConfig(compile=True))
