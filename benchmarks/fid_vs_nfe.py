@@ -30,6 +30,26 @@ def run_eval(model: Path, out: Path, n: int, n_real: int, samplers: list[str], s
     return json.loads((out / "metrics.json").read_text())
 
 
+def plot(rows: list[dict], baseline: dict, n: int, path: Path) -> None:
+    """FID vs NFE, a line per sampler, the baseline as a dashed line with its 10 % band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for sampler in dict.fromkeys(r["sampler"] for r in rows):
+        pts = sorted((r["nfe"], r["fid"]) for r in rows if r["sampler"] == sampler)
+        ax.plot(*zip(*pts), marker="o", label=sampler)
+    ax.axhline(baseline["fid"], color="k", ls="--", lw=1, label=f"ddpm, {baseline['steps']} steps")
+    ax.axhspan(baseline["fid"], 1.1 * baseline["fid"], color="k", alpha=0.08, label="within 10 %")
+    ax.set_xlabel("network evaluations per image (NFE)")
+    ax.set_ylabel(f"FID (N = {n})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=Path("outputs/demo/pipeline"), help="pipeline folder")
@@ -64,22 +84,7 @@ def main() -> None:
           + (f"{best['sampler']} at {best['nfe']}" if best else "none of the swept settings"))
 
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-        for sampler in args.samplers:
-            pts = sorted((r["nfe"], r["fid"]) for r in rows if r["sampler"] == sampler)
-            ax.plot(*zip(*pts), marker="o", label=sampler)
-        ax.axhline(baseline["fid"], color="k", ls="--", lw=1, label=f"ddpm, {args.baseline_steps} steps")
-        ax.axhspan(baseline["fid"], 1.1 * baseline["fid"], color="k", alpha=0.08, label="within 10 %")
-        ax.set_xlabel("network evaluations per image (NFE)")
-        ax.set_ylabel(f"FID (N = {args.n}, {sweep['fid_extractor']})")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.plot)
+        plot(rows, baseline, args.n, args.plot)
         print(f"wrote {args.plot}")
     if args.json:
         args.json.write_text(json.dumps({"n": args.n, "extractor": sweep["fid_extractor"], "baseline": baseline,
