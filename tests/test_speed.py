@@ -131,3 +131,15 @@ def test_speed_options_are_refused_for_other_variants_before_loading(tmp_path, v
     (tmp_path / "t2i.json").write_text(json.dumps({"variant": variant}))  # nothing else: loading would fail
     with pytest.raises(ValueError, match=f"apply to latent pipelines; .* is a {variant} pipeline"):
         t2i.load(tmp_path, speed=SpeedConfig(compile=True))
+
+
+def test_cli_fits_a_preview_decoder_for_an_autoencoder_that_has_none(demo_run, tmp_path, capsys):
+    from t2i.cli import main
+
+    ae = tmp_path / "autoencoder"
+    shutil.copytree(demo_run[0] / "autoencoder", ae)
+    shutil.rmtree(ae / PREVIEW_FOLDER)
+    assert main(["train", "preview-decoder", "--autoencoder", str(ae), "--epochs", "1"]) == 0  # data: as recorded
+    assert "held-out RMS error" in capsys.readouterr().out
+    decoder = load_preview_decoder(ae)
+    assert decoder is not None and decoder.config.metrics["held_out_latents"] == 3 * 32  # 128 images, a quarter
