@@ -9,7 +9,7 @@ import torch
 
 import t2i
 from t2i.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, train_autoencoder
-from t2i.pipeline import CompositionError, compose
+from t2i.pipeline import CompositionError, SpeedConfig, compose
 from t2i.training.trainer import TrainConfig
 
 
@@ -49,7 +49,9 @@ def test_save_load_gives_identical_images(pipeline_dir, pipe, tmp_path):
     assert np.array_equal(_arr(a), _arr(b))
 
 
-def test_stream_yields_a_preview_per_step_then_the_result(pipe):
+def test_stream_yields_a_preview_per_step_then_the_result(pipeline_dir):
+    # Previews through the real decoder, so the last one is the result (test_speed.py covers the preview decoder).
+    pipe = t2i.load(pipeline_dir, speed=SpeedConfig(fast_previews=False))
     events = list(pipe.stream("a yellow triangle", seed=5, steps=6, num_images=2))
     previews, final = events[:-1], events[-1]
     assert [e.step for e in previews] == [1, 2, 3, 4, 5, 6] and all(not e.final for e in previews)

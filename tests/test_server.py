@@ -287,6 +287,7 @@ def test_an_internal_error_reaches_the_client_without_details(pipe, monkeypatch)
 
     with live_server(pipe) as (url, _), httpx.Client(base_url=url, timeout=30) as c:
         monkeypatch.setattr(pipe, "decode", broken)
+        monkeypatch.setattr(pipe, "decode_preview", broken)  # previews go through the preview decoder
         r = c.post("/api/generate", json={"prompt": "a", "steps": 1})
         assert r.status_code == 500 and r.json() == {"error": "generation failed; the server's log has the details"}
         job = c.post("/api/jobs", json={"prompt": "a", "steps": 1}).json()
