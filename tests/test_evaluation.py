@@ -387,3 +387,25 @@ def test_t2i_eval_of_an_autoencoder_reports_psnr_ssim_and_rfid(demo_run, tiny_cl
     assert m["n"] == 100 and m["fid_extractor"].startswith("clip:")
     assert 5 < m["psnr_db"] < 60 and -1 <= m["ssim"] <= 1 and m["rfid"] >= 0
     assert "PSNR" in capsys.readouterr().out
+
+
+def test_a_default_evaluator_cached_by_another_process_meanwhile_is_kept(tmp_path):
+    """Two evaluations training the same default CLIP at once: the second to finish keeps the first's folder
+    instead of failing after all its training (the rename onto a non-empty folder)."""
+    from t2i.evaluation.evaluate import cache_trained
+
+    folder = tmp_path / "clip" / "key"
+    folder.parent.mkdir()
+
+    def first(tmp):
+        tmp.mkdir()
+        (tmp / "config.json").write_text("first")
+
+    def second_while_first_finishes(tmp):
+        tmp.mkdir()
+        (tmp / "config.json").write_text("second")
+        cache_trained(folder, first)  # the other process moves its folder into place meanwhile
+
+    cache_trained(folder, second_while_first_finishes)
+    assert (folder / "config.json").read_text() == "first"
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["key"]  # no .partial-PID folder left behind

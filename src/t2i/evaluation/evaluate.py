@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -247,6 +249,19 @@ def classifier_accuracy_on_renders(classifier, *, render_size: int, n: int) -> d
     return {"n": n, "render_size": render_size, **comp.reading_accuracy(classifier, images, attributes)}
 
 
+def cache_trained(folder: Path, train_into) -> None:
+    """Run `train_into(tmp)` in a folder of this process's own, then move it to `folder`. Two evaluations that
+    train the same default evaluator at once both finish: whichever moves second keeps the first one's folder."""
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    train_into(tmp)
+    try:
+        tmp.rename(folder)
+    except OSError:
+        if not folder.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process cached it meanwhile
+
+
 def default_clip(data_dir: Path, cache_dir: Path, *, preset: str = "small") -> Path:
     """The in-domain CLIP for a data folder: trained once with `t2i train clip`'s defaults, on the "train" split
     (every row of data that marks no splits), cached by that split's fingerprint."""
@@ -258,10 +273,8 @@ def default_clip(data_dir: Path, cache_dir: Path, *, preset: str = "small") -> P
     if not (folder / "config.json").is_file():
         log.warning("no --clip given: training an in-domain CLIP on %s (once; cached in %s). To choose, run "
                     "t2i train clip --data %s --out DIR and pass --clip DIR", data_dir, folder, data_dir)
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        train_clip(data_dir, tmp, ClipTrainConfig(model=CLIP_PRESETS[preset](size)), command="t2i eval (default CLIP)")
-        tmp.rename(folder)
+        cache_trained(folder, lambda tmp: train_clip(data_dir, tmp, ClipTrainConfig(model=CLIP_PRESETS[preset](size)),
+                                                     command="t2i eval (default CLIP)"))
     return folder
 
 
@@ -273,11 +286,9 @@ def default_classifier(cache_dir: Path, size: int):
     folder = Path(cache_dir) / "shapes-classifier" / f"{size}px"
     if not (folder / "model.safetensors").is_file():
         log.warning("no --classifier given: training the shapes classifier at %d px (once; cached in %s)", size, folder)
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        train_shapes_classifier(tmp, ShapesClassifierTrainConfig(model=ShapesClassifierConfig(image_size=size)),
-                                command="t2i eval (default classifier)")
-        tmp.rename(folder)
+        cache_trained(folder, lambda tmp: train_shapes_classifier(
+            tmp, ShapesClassifierTrainConfig(model=ShapesClassifierConfig(image_size=size)),
+            command="t2i eval (default classifier)"))
     return folder
 
 
