@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from t2i.cli import data, demo, evaluate, sample, serve, train
+from t2i.cli import data, demo, evaluate, experiment, sample, serve, train
 from t2i.training.faults import TrainingDiverged
 
 EPILOG_TOP = """\
@@ -35,7 +35,7 @@ the tokens variant (DALL-E's: a VQ autoencoder's token grid, written by a GPT-2)
 """
 
 # The command groups, in the order `t2i --help` lists them.
-COMMANDS = (data, train, sample, evaluate, demo, serve)
+COMMANDS = (data, train, sample, evaluate, experiment, demo, serve)
 
 
 def parser() -> argparse.ArgumentParser:
