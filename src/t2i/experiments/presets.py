@@ -50,7 +50,6 @@ def _quick() -> ExperimentConfig:
                                     train=replace(cfg.shared.classifier.train, steps=1000))
     cfg.generator.train = replace(cfg.generator.train, steps=600, warmup_steps=50)
     cfg.eval = replace(cfg.eval, n=200, compositional_images=2)
-    cfg.synonym_images = 2
     cfg.seeds = (0,)
     return cfg
 
