@@ -18,7 +18,7 @@ from t2i.autoencoder.model import (
 from t2i.pipeline.preview_decoder import PreviewFitConfig, fit_preview_decoder
 from t2i.components import write_component_info
 from t2i.data.layout import TRAIN
-from t2i.data.sources import ImageRows, open_source
+from t2i.data.sources import held_out_split, open_source
 from t2i.training.batches import sample_randn
 from t2i.training.trainer import TrainConfig, random_batches, resume_point, train
 
@@ -72,11 +72,10 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
         torch.manual_seed(cfg.train.seed)
         vae = build_autoencoder(cfg.model)  # first: a bad config fails before any data is read
     source = open_source(data_dir, split=split)
-    held = min(cfg.held_out, len(source) // 10)
-    train_images = ImageRows(source, cfg.model.image_size, range(held, len(source)))
-    test_images = ImageRows(source, cfg.model.image_size, range(held))[torch.arange(held)]  # (held, 3, S, S)
+    train_images, test_images, names = held_out_split(source, cfg.model.image_size, cfg.held_out)
+    held = len(test_images)
     batches = random_batches({"pixel_values": train_images}, cfg.train.micro_batch_size, seed=cfg.train.seed,
-                             names=source.names[held:])
+                             names=names)
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = source.fingerprint()
     result = train(vae, autoencoder_loss(cfg.kl_weight, cfg.pixel_loss), batches, cfg.train, log_dir=out_dir,

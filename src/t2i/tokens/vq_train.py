@@ -19,7 +19,7 @@ from torch import nn
 
 from t2i.autoencoder.model import psnr
 from t2i.components import write_component_info
-from t2i.data.sources import ImageRows, open_source
+from t2i.data.sources import held_out_split, open_source
 from t2i.tokens.vq import VQConfig, build_vq, codebook_usage, decode_indices, encode_indices, nearest_codes
 from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
 
@@ -104,11 +104,10 @@ def train_vq(data_dir: str | Path, out_dir: str | Path, cfg: VQTrainConfig, *, c
         torch.manual_seed(cfg.train.seed)  # diffusers initialises from the global RNG; keep it contained
         vq = build_vq(cfg.model)  # first: a bad config fails before any data is read
     source = open_source(data_dir)
-    held = min(cfg.held_out, len(source) // 10)
-    train_images = ImageRows(source, cfg.model.image_size, range(held, len(source)))
-    test_images = ImageRows(source, cfg.model.image_size, range(held))[torch.arange(held)]  # (held, 3, S, S)
+    train_images, test_images, names = held_out_split(source, cfg.model.image_size, cfg.held_out)
+    held = len(test_images)
     batches = random_batches({"pixel_values": train_images}, cfg.train.micro_batch_size, seed=cfg.train.seed,
-                             names=source.names[held:])
+                             names=names)
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = source.fingerprint()
     trainee = VQTrainee(vq, cfg.reinit_every)
