@@ -120,20 +120,26 @@ def test_diffusers_runs_the_folder_like_t2i(pipeline_dir, pipe):
 # -- composition ----------------------------------------------------------------------------------
 
 
-def test_a_folder_that_names_the_installed_minilm_works_like_a_full_one(demo_run, pipe, tmp_path):
+def test_a_folder_that_names_the_installed_minilm_works_like_a_full_one(demo_run, tmp_path):
     """compose(copy_text_encoder=False) leaves MiniLM (87 MB) out; t2i.load takes the installed package's after
     checking its digest, and diffusers runs the folder when given the encoder: same images as the full folder."""
     from diffusers import StableDiffusionPipeline
 
+    from t2i.demo import DEMO_PRESETS
+    from t2i.generator import train_generator
     from t2i.sampling import per_image_randn
-    from t2i.text import load_text_encoder
+    from t2i.text import MINILM, load_text_encoder
 
     out, _ = demo_run
-    slim = compose(out / "generator", tmp_path / "slim", copy_text_encoder=False)
+    # The demo's own generator reads MiniLM cut to 3 layers; this one, trained the quick way, the bundled MiniLM.
+    cfg = DEMO_PRESETS["quick"](out).generator
+    assert cfg.text.source == MINILM
+    train_generator(out / "data", out / "autoencoder", tmp_path / "generator", cfg)
+    slim = compose(tmp_path / "generator", tmp_path / "slim", copy_text_encoder=False)
     assert not (slim / "text_encoder").exists() and not (slim / "tokenizer").exists()
     assert sum(f.stat().st_size for f in slim.rglob("*") if f.is_file()) < 5e6
     prompts, seeds = ["a red circle", "a blue square"], [0, 1]
-    full = pipe(prompts, seed=seeds, steps=6, guidance=3.0)
+    full = t2i.load(compose(tmp_path / "generator", tmp_path / "full"))(prompts, seed=seeds, steps=6, guidance=3.0)
     assert np.array_equal(_arr(t2i.load(slim)(prompts, seed=seeds, steps=6, guidance=3.0)), _arr(full))
     info = json.loads((slim / "t2i.json").read_text())["components"]["text_encoder"]
     encoder = load_text_encoder("minilm", max_length=info["max_length"])
@@ -150,7 +156,7 @@ def test_a_folder_that_names_the_installed_minilm_works_like_a_full_one(demo_run
         t2i.load(slim)
     with pytest.raises(CompositionError, match="only the bundled MiniLM can be left out"):
         compose(out / "generator", tmp_path / "x", text_encoder=out / "pipeline" / "text_encoder",
-                copy_text_encoder=False, force=True)
+                copy_text_encoder=False)
 
 
 def test_compose_refuses_parts_that_do_not_fit(demo_run, tmp_path):
@@ -202,3 +208,10 @@ def test_pipeline_folder_describes_itself(pipeline_dir):
     assert info["variant"] == "latent"
     assert info["components"]["generator"]["prediction_type"] == "v_prediction"
     assert json.loads((pipeline_dir / "text_encoder" / "config.json").read_text())["use_attention_mask"] is True
+
+
+def test_the_demo_composes_minilm_cut_to_its_first_three_layers(demo_run):
+    out, summary = demo_run
+    config = json.loads((out / "pipeline" / "text_encoder" / "config.json").read_text())
+    assert summary["text_encoder"]["minilm_layers"] == 3
+    assert config["num_hidden_layers"] == 3

@@ -1,14 +1,14 @@
 """`t2i demo`: the whole recipe on procedural shapes, end to end, on a CPU in minutes.
 
-data → autoencoder (images only) → generator (cached latents + MiniLM embeddings) → compose →
-grids, a preview GIF and a summary, all under one output folder.
+data → text encoder (MiniLM cut to its first 3 layers) → autoencoder (images only) → generator (cached
+latents + text embeddings) → compose → grids, a preview GIF and a summary, all under one output folder.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from t2i.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, train_autoencoder
@@ -19,6 +19,7 @@ from t2i.pipeline import T2IPipeline, compose
 from t2i.pipeline.preview_decoder import PreviewFitConfig
 from t2i.pipeline.preview import grid, save_gif, slug
 from t2i.text import TextEncoderConfig
+from t2i.text.cut import truncated_minilm
 from t2i.training.trainer import TrainConfig
 
 # Single-shape prompts in a form never used in training (training captions always name size and
@@ -33,6 +34,10 @@ COMPOSITIONAL_PROMPTS = ("a small red circle above a large blue square",
 class DemoConfig:
     out: Path  # everything is written under this folder
     data: ShapesConfig = field(default_factory=lambda: ShapesConfig(n=4000, size=32, seed=0))
+    # The text encoder: MiniLM's first `text_layers` of 6 layers, written to OUT/text_encoder (its source is
+    # set there). With 3 layers and 1,500 generator steps the unseen-form colour accuracy was 95.3 % and
+    # 96.4 % (two autoencoder seeds) against 87.5 % with all 6 layers and 1,200 steps (README).
+    text_layers: int = 3
     autoencoder: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
     generator: GeneratorTrainConfig = field(default_factory=lambda: GeneratorTrainConfig(
         # Shape captions are at most 14 tokens: 16 instead of 32 makes each step ~27 % cheaper.
@@ -76,11 +81,15 @@ def run_demo(cfg: DemoConfig) -> dict:
         return result
 
     data_dir, ae_dir, gen_dir, pipe_dir = out / "data", out / "autoencoder", out / "generator", out / "pipeline"
+    text_dir = out / "text_encoder"
     stage("data", lambda: write_shapes(data_dir, cfg.data))
+    stage("text encoder", lambda: truncated_minilm(cfg.text_layers, text_dir))
+    print(f"MiniLM's first {cfg.text_layers} of 6 layers: {text_dir}")
+    gen_cfg = replace(cfg.generator, text=replace(cfg.generator.text, source=str(text_dir)))
     ae = stage("autoencoder", lambda: train_autoencoder(data_dir, ae_dir, cfg.autoencoder, command="t2i demo"))
     print(f"held-out PSNR {ae['metrics']['psnr_held_out']:.2f} dB, "
           f"latent scaling factor {ae['latent_scaling_factor']:.4f}")
-    gen = stage("generator", lambda: train_generator(data_dir, ae_dir, gen_dir, cfg.generator, command="t2i demo"))
+    gen = stage("generator", lambda: train_generator(data_dir, ae_dir, gen_dir, gen_cfg, command="t2i demo"))
     defaults = {"steps": cfg.steps, "guidance": cfg.guidance, "sampler": cfg.sampler}
     stage("compose", lambda: compose(gen_dir, pipe_dir, defaults=defaults))
     pipe = T2IPipeline.from_pretrained(pipe_dir)
@@ -88,6 +97,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary = {
         "seconds": times,
         "total_seconds": round(sum(times.values()), 1),
+        "text_encoder": {"folder": str(text_dir), "minilm_layers": cfg.text_layers},
         "autoencoder": {"psnr_held_out_db": ae["metrics"]["psnr_held_out"],
                         "latent_scaling_factor": ae["latent_scaling_factor"],
                         "final_loss": ae["metrics"]["final_loss"], "losses": ae["losses"]},

@@ -110,7 +110,7 @@ def register_generator(tsub) -> None:
     g.add_argument("--pooled-text-heads", type=int, default=0,
                    help="also add an attention-pooled summary of the prompt to the timestep embedding, with this many "
                    "heads (must divide the text width; 0: cross-attention only). diffusers' pipeline runs either")
-    add_train_flags(g, steps=1200, batch_size=64, lr=2e-3, ema=0.999)
+    add_train_flags(g, steps=1500, batch_size=64, lr=2e-3, ema=0.999)
     g.add_argument("--sample-every", type=non_negative_int, default=0,
                    help="steps between sample grids of four training captions in OUT/samples (0: none)")
     g.add_argument("--cache-dir", type=Path, default=None, help="where latents/embeddings are cached (default OUT/cache)")

@@ -13,8 +13,6 @@ the family is all-MiniLM-L6-v2 cut to its first k of 6 layers, beside two baseli
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +20,7 @@ from pathlib import Path
 import torch
 
 from t2i.text import MINILM, SCRATCH, minilm_path
-
-MINILM_LAYERS = 6  # all-MiniLM-L6-v2's depth
+from t2i.text.cut import MINILM_LAYERS, is_complete, truncated_minilm, write_encoder
 
 
 @dataclass(frozen=True)
@@ -35,46 +32,17 @@ class EncoderSpec:
     trained_with_generator: bool  # whether the diffusion loss trains it too
 
 
-def _complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
-
-
-def _write_encoder(folder: Path, model, tokenizer) -> None:
-    """Save a transformers encoder and MiniLM's tokenizer into `folder`, built beside it and moved into place."""
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def truncated_minilm(layers: int, folder: Path) -> Path:
-    """The pretrained MiniLM keeping its first `layers` transformer layers (the embeddings and those layers'
-    weights unchanged); its token embeddings are that layer's output. Written once into `folder`."""
-    from transformers import AutoModel, AutoTokenizer
-
-    if not 1 <= layers <= MINILM_LAYERS:
-        raise ValueError(f"MiniLM has {MINILM_LAYERS} layers; cannot keep {layers}")
-    if not _complete(folder):
-        model = AutoModel.from_pretrained(minilm_path(), use_safetensors=True)
-        model.encoder.layer = model.encoder.layer[:layers]
-        model.config.num_hidden_layers = layers
-        _write_encoder(folder, model, AutoTokenizer.from_pretrained(minilm_path()))
-    return folder
-
-
 def random_minilm(seed: int, folder: Path) -> Path:
     """MiniLM's architecture (config) and tokenizer with fresh weights from transformers' BERT initialiser,
     seeded: no pretraining at all. Written once into `folder`."""
     from transformers import AutoConfig, AutoTokenizer, BertModel
 
-    if not _complete(folder):
+    if not is_complete(folder):
         config = AutoConfig.from_pretrained(minilm_path())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # transformers initialises from the global RNG; keep it contained
             model = BertModel(config)
-        _write_encoder(folder, model, AutoTokenizer.from_pretrained(minilm_path()))
+        write_encoder(folder, model, AutoTokenizer.from_pretrained(minilm_path()))
     return folder
 
 

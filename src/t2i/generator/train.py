@@ -36,7 +36,7 @@ class GeneratorTrainConfig:
     model: GeneratorConfig = field(default_factory=GeneratorConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=1200, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.999)
+        default_factory=lambda: TrainConfig(steps=1500, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.999)
     )
     cache_shard_rows: int = SHARD_ROWS  # samples (or distinct captions) per cache shard file: the unit of work
     # split across processes and of what a resumed cache computation reuses
