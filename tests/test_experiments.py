@@ -146,6 +146,8 @@ def test_truncated_minilm_is_minilms_first_layers_and_random_minilm_its_architec
     with torch.no_grad():
         reference = full(**tokens, output_hidden_states=True).hidden_states[2]  # after 2 of 6 layers
         assert torch.allclose(two(**tokens).last_hidden_state, reference, atol=1e-5)
+    # Asked for another depth, an existing folder is rebuilt, not reused.
+    assert AutoModel.from_pretrained(truncated_minilm(3, tmp_path / "two")).config.num_hidden_layers == 3
     random_a = AutoModel.from_pretrained(random_minilm(0, tmp_path / "r0"))
     random_b = AutoModel.from_pretrained(random_minilm(0, tmp_path / "r0-again"))
     assert random_a.config.num_hidden_layers == 6 and random_a.config.hidden_size == 384

@@ -10,7 +10,8 @@ from t2i.cli.common import Help
 def register(sub) -> None:
     d = sub.add_parser("demo", formatter_class=Help, help="the whole loop on shapes: data, training, compose, images",
                        description="Generates shapes data, trains the autoencoder and the generator (with the "
-                       "pretrained MiniLM text encoder cut to its first 3 layers), composes them, and writes grids, a preview GIF and a summary.")
+                       "pretrained MiniLM text encoder cut to its first 3 layers), composes them, and writes grids, a preview "
+                       "GIF and a summary.")
     d.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     d.add_argument("--preset", choices=["full", "quick"], default="full",
                    help="'full' (about 5 minutes on 2 CPU cores) or 'quick' (seconds; a smoke test, poor images)")

@@ -8,6 +8,7 @@ embeddings and those layers' weights are MiniLM's, unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -32,15 +33,19 @@ def write_encoder(folder: Path, model, tokenizer) -> None:
     os.replace(tmp, folder)
 
 
+def _layers(folder: Path) -> int | None:
+    return json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
+
+
 def truncated_minilm(layers: int, folder: str | Path) -> Path:
     """The pretrained MiniLM keeping its first `layers` transformer layers, written once into `folder`
-    (an existing complete folder is reused as it is)."""
+    (an existing complete folder with that many layers is reused as it is)."""
     from transformers import AutoModel, AutoTokenizer
 
     folder = Path(folder)
     if not 1 <= layers <= MINILM_LAYERS:
         raise ValueError(f"MiniLM has {MINILM_LAYERS} layers; cannot keep {layers}")
-    if not is_complete(folder):
+    if not is_complete(folder) or _layers(folder) != layers:
         model = AutoModel.from_pretrained(minilm_path(), use_safetensors=True)
         model.encoder.layer = model.encoder.layer[:layers]
         model.config.num_hidden_layers = layers
