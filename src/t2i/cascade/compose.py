@@ -18,9 +18,9 @@ from pathlib import Path
 import t2i
 from t2i.components import read_component_info, weights_digest
 from t2i.pipeline.compose import DEFAULTS, CompositionError, copy_weights, finish_folder, start_folder, \
-    text_fit_problems
+    text_encoder_folder, text_fit_problems
 from t2i.pipeline.cascade import CASCADE_DEFAULTS
-from t2i.text import MINILM, load_text_encoder, minilm_path
+from t2i.text import load_text_encoder
 
 
 def check_chain(base_info: dict, upsampler_infos: list[dict], names: list[str]) -> list[str]:
@@ -49,10 +49,7 @@ def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_
     upsampler_dirs = [Path(d) for d in upsampler_dirs]
     base_info = read_component_info(base_dir, "base")
     up_infos = [read_component_info(d, "upsampler") for d in upsampler_dirs]
-    text_source = text_encoder or base_info["text_encoder"]["folder"]
-    text_folder = minilm_path() if str(text_source) == MINILM else Path(text_source)
-    if not (text_folder / "config.json").exists():
-        raise FileNotFoundError(f"text encoder folder {text_folder} has no config.json")
+    text_source, text_folder = text_encoder_folder(text_encoder, base_info)
     max_length = base_info["text_encoder"]["max_length"]
     problems = check_chain(base_info, up_infos, [str(d) for d in upsampler_dirs])
     problems += text_fit_problems(json.loads((text_folder / "config.json").read_text()), max_length,

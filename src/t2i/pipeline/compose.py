@@ -77,6 +77,16 @@ def check_fit(text_config: dict, text_max_length: int, unet_config: dict, vae_co
     return problems
 
 
+
+def text_encoder_folder(text_encoder: str | Path | None, info: dict) -> tuple[str | Path, Path]:
+    """(source, folder) of the text encoder a pipeline gets: `text_encoder`, else the one the component whose
+    `info` this is was trained with ("minilm" is the installed package's folder)."""
+    source = text_encoder or info["text_encoder"]["folder"]
+    folder = minilm_path() if str(source) == MINILM else Path(source)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"text encoder folder {folder} has no config.json")
+    return source, folder
+
 def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str | Path | None = None,
             autoencoder_dir: str | Path | None = None, defaults: dict | None = None, force: bool = False,
             metrics: dict | None = None, copy_text_encoder: bool = True) -> Path:
@@ -92,10 +102,7 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
     gen_info = read_component_info(generator_dir, "generator")
     autoencoder_dir = Path(autoencoder_dir or gen_info["autoencoder"]["folder"])
     ae_info = read_component_info(autoencoder_dir, "autoencoder")
-    text_source = text_encoder or gen_info["text_encoder"]["folder"]
-    text_folder = minilm_path() if str(text_source) == MINILM else Path(text_source)
-    if not (text_folder / "config.json").exists():
-        raise FileNotFoundError(f"text encoder folder {text_folder} has no config.json")
+    text_source, text_folder = text_encoder_folder(text_encoder, gen_info)
     unet_config = _json(generator_dir / "config.json")
     vae_config = _json(autoencoder_dir / "config.json")
     text_config = _json(text_folder / "config.json")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import t2i
 from t2i.components import PIPELINE_INFO, read_component_info, weights_digest
-from t2i.pipeline.compose import CompositionError
-from t2i.text import MINILM, load_text_encoder, minilm_path
+from t2i.pipeline.compose import CompositionError, text_encoder_folder
+from t2i.text import load_text_encoder
 
 # Sampling settings stored in the folder; "steps" is the number of tokens, fixed by the grid.
 TOKENS_DEFAULTS = {"sampler": "autoregressive", "guidance": 3.0, "temperature": 1.0, "top_k": None, "top_p": 1.0}
@@ -75,10 +75,7 @@ def compose_tokens(generator_dir: str | Path, out_dir: str | Path, *, text_encod
         raise CompositionError(f"{generator_dir} holds a {gen_info.get('kind')!r} generator, not a token generator")
     vq_dir = Path(autoencoder_dir or gen_info["vq"]["folder"])
     vq_info = read_component_info(vq_dir, "vq")
-    text_source = text_encoder or gen_info["text_encoder"]["folder"]
-    text_folder = minilm_path() if str(text_source) == MINILM else Path(text_source)
-    if not (text_folder / "config.json").exists():
-        raise FileNotFoundError(f"text encoder folder {text_folder} has no config.json")
+    text_source, text_folder = text_encoder_folder(text_encoder, gen_info)
     gpt_config = _json(generator_dir / "config.json")
     vq_config = _json(vq_dir / "config.json")
     text_config = _json(text_folder / "config.json")
