@@ -120,10 +120,7 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
         "metrics": {
             "psnr_held_out": held_out_psnr,
             "held_out_images": held,
-            "final_loss": result.final_loss,
-            "train_seconds": result.seconds,
-            "skipped_steps": result.skipped_steps,
-            "rollbacks": result.rollbacks,
+            **result.metrics(),
             "preview_decoder": preview.config.metrics if preview is not None else None,
         },
         "losses": result.losses,

@@ -122,8 +122,7 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
         "data_report": source.report.summary(),
         "config": asdict(cfg),
         "command": command,
-        "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds,
-                    "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
+        "metrics": result.metrics(),
         "losses": result.losses,
     }
     write_component_info(out_dir, info)
@@ -228,8 +227,7 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
         "command": command,
         "metrics": {"psnr_held_out": ours, "psnr_bicubic_held_out": bicubic, "held_out_images": held,
                     "eval_steps": cfg.eval_steps, "eval_seconds": time.perf_counter() - start,
-                    "final_loss": result.final_loss, "train_seconds": result.seconds,
-                    "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
+                    **result.metrics()},
         "losses": result.losses,
     }
     write_component_info(out_dir, info)

@@ -158,8 +158,7 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         "captions_per_image": "all (one drawn per step)" if several else "first",
         "config": asdict(cfg),
         "command": command,
-        "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds,
-                    "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
+        "metrics": result.metrics(),
         "losses": result.losses,
     }
     if on_log is not None:

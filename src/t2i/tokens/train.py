@@ -155,8 +155,7 @@ def train_tokens(data_dir: str | Path, vq_dir: str | Path, out_dir: str | Path, 
         "data_report": source.report.summary(),
         "config": asdict(cfg),
         "command": command,
-        "metrics": {"final_loss": result.final_loss, "train_seconds": result.seconds,
-                    "skipped_steps": result.skipped_steps, "rollbacks": result.rollbacks},
+        "metrics": result.metrics(),
         "losses": result.losses,
     }
     write_component_info(out_dir, info)

@@ -151,10 +151,7 @@ def train_vq(data_dir: str | Path, out_dir: str | Path, cfg: VQTrainConfig, *, c
             "codebook_usage_train": usage_train,
             "codebook_usage_held_out": usage_test,
             "codes_restarted": int(trainee.codes_restarted),
-            "final_loss": result.final_loss,
-            "train_seconds": result.seconds,
-            "skipped_steps": result.skipped_steps,
-            "rollbacks": result.rollbacks,
+            **result.metrics(),
         },
         "losses": result.losses,
     }

@@ -93,6 +93,11 @@ class TrainResult:
     rollbacks: int = 0  # rollbacks to the last checkpoint
     is_main_process: bool = True  # False on ranks > 0 of a multi-process run: they write nothing
 
+    def metrics(self) -> dict:
+        """What every trained component records of its run in its "metrics"."""
+        return {"final_loss": self.final_loss, "train_seconds": self.seconds, "skipped_steps": self.skipped_steps,
+                "rollbacks": self.rollbacks}
+
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     """Linear warmup, then cosine decay to lr_min_ratio (as a multiplier of cfg.lr)."""
