@@ -1,5 +1,6 @@
 """The `t2i` command end to end on tiny configs, and its answers to bad input."""
 
+import json
 import subprocess
 import sys
 
@@ -123,3 +124,18 @@ def test_training_flag_defaults_match_the_component_configs():
     assert (args.prediction, args.beta_schedule, args.caption_dropout, args.min_snr_gamma, args.pooled_text_heads) == (
         model.prediction_type, model.schedule.beta_schedule, model.caption_dropout, model.min_snr_gamma,
         model.pooled_text_heads)
+
+
+def test_train_text_encoder_writes_minilm_cut_and_never_overwrites_other_files(tmp_path):
+    out = tmp_path / "minilm-2l"
+    r = run("train", "text-encoder", "--out", out, "--layers", "2")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    r = run("train", "text-encoder", "--out", mine)
+    assert r.returncode == 1 and "not a text encoder" in r.stderr and "Traceback" not in r.stderr
+    assert (mine / "notes.txt").read_text() == "keep me"
+    r = run("train", "text-encoder", "--out", tmp_path / "x", "--layers", "7")
+    assert r.returncode == 1 and "cannot keep 7" in r.stderr

@@ -39,12 +39,15 @@ def _layers(folder: Path) -> int | None:
 
 def truncated_minilm(layers: int, folder: str | Path) -> Path:
     """The pretrained MiniLM keeping its first `layers` transformer layers, written once into `folder`
-    (an existing complete folder with that many layers is reused as it is)."""
+    (an existing complete folder with that many layers is reused as it is; one with another depth is
+    replaced; a folder holding anything else is refused, never overwritten)."""
     from transformers import AutoModel, AutoTokenizer
 
     folder = Path(folder)
     if not 1 <= layers <= MINILM_LAYERS:
         raise ValueError(f"MiniLM has {MINILM_LAYERS} layers; cannot keep {layers}")
+    if folder.is_dir() and any(folder.iterdir()) and not is_complete(folder):
+        raise FileExistsError(f"{folder} holds files that are not a text encoder; give a new or empty folder")
     if not is_complete(folder) or _layers(folder) != layers:
         model = AutoModel.from_pretrained(minilm_path(), use_safetensors=True)
         model.encoder.layer = model.encoder.layer[:layers]
