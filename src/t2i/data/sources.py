@@ -280,7 +280,7 @@ class ImageRows:
 def held_out_split(source, image_size: int, held_out: int) -> tuple[ImageRows, torch.Tensor, list[str]]:
     """The split every image-only component trains with: the first min(held_out, N // 10) rows are held out.
     Returns (training rows, held-out images (h, 3, S, S) as ImageRows gives them, the training
-    rows' names).."""
+    rows' names)."""
     held = min(held_out, len(source) // 10)
     train = ImageRows(source, image_size, range(held, len(source)))
     test = ImageRows(source, image_size, range(held))[torch.arange(held)]
