@@ -135,7 +135,12 @@ def test_train_text_encoder_writes_minilm_cut_and_never_overwrites_other_files(t
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     r = run("train", "text-encoder", "--out", mine)
-    assert r.returncode == 1 and "not a text encoder" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "already holds files" in r.stderr and "Traceback" not in r.stderr
     assert (mine / "notes.txt").read_text() == "keep me"
+    # A model folder t2i did not cut (here: the cut without its record) is not rewritten at another depth either.
+    (out / "t2i_minilm_cut.json").unlink()
+    r = run("train", "text-encoder", "--out", out, "--layers", "3")
+    assert r.returncode == 1 and "already holds files" in r.stderr
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
     r = run("train", "text-encoder", "--out", tmp_path / "x", "--layers", "7")
     assert r.returncode == 1 and "cannot keep 7" in r.stderr

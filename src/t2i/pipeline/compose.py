@@ -77,7 +77,6 @@ def check_fit(text_config: dict, text_max_length: int, unet_config: dict, vae_co
     return problems
 
 
-
 def text_encoder_folder(text_encoder: str | Path | None, info: dict) -> tuple[str | Path, Path]:
     """(source, folder) of the text encoder a pipeline gets: `text_encoder`, else the one the component whose
     `info` this is was trained with ("minilm" is the installed package's folder)."""
@@ -86,6 +85,7 @@ def text_encoder_folder(text_encoder: str | Path | None, info: dict) -> tuple[st
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"text encoder folder {folder} has no config.json")
     return source, folder
+
 
 def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str | Path | None = None,
             autoencoder_dir: str | Path | None = None, defaults: dict | None = None, force: bool = False,

@@ -33,25 +33,32 @@ def write_encoder(folder: Path, model, tokenizer) -> None:
     os.replace(tmp, folder)
 
 
+CUT_RECORD = "t2i_minilm_cut.json"  # written beside the weights: marks a folder this module may rewrite
+
+
 def _layers(folder: Path) -> int | None:
     return json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
 
 
 def truncated_minilm(layers: int, folder: str | Path) -> Path:
-    """The pretrained MiniLM keeping its first `layers` transformer layers, written once into `folder`
-    (an existing complete folder with that many layers is reused as it is; one with another depth is
-    replaced; a folder holding anything else is refused, never overwritten)."""
+    """The pretrained MiniLM keeping its first `layers` transformer layers, written once into `folder`.
+
+    A complete folder with that many layers is reused as it is; one this function wrote with another depth is
+    rewritten; any other non-empty folder (someone's model, other files) is refused, never overwritten."""
     from transformers import AutoModel, AutoTokenizer
 
     folder = Path(folder)
     if not 1 <= layers <= MINILM_LAYERS:
         raise ValueError(f"MiniLM has {MINILM_LAYERS} layers; cannot keep {layers}")
-    if folder.is_dir() and any(folder.iterdir()) and not is_complete(folder):
-        raise FileExistsError(f"{folder} holds files that are not a text encoder; give a new or empty folder")
-    if not is_complete(folder) or _layers(folder) != layers:
-        model = AutoModel.from_pretrained(minilm_path(), use_safetensors=True)
-        model.encoder.layer = model.encoder.layer[:layers]
-        model.config.num_hidden_layers = layers
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        write_encoder(folder, model, AutoTokenizer.from_pretrained(minilm_path()))
+    if is_complete(folder) and _layers(folder) == layers:
+        return folder
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / CUT_RECORD).is_file():
+        raise FileExistsError(f"{folder} already holds files (not a MiniLM cut of {layers} layers); give a new "
+                              "or empty folder")
+    model = AutoModel.from_pretrained(minilm_path(), use_safetensors=True)
+    model.encoder.layer = model.encoder.layer[:layers]
+    model.config.num_hidden_layers = layers
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    write_encoder(folder, model, AutoTokenizer.from_pretrained(minilm_path()))
+    (folder / CUT_RECORD).write_text(json.dumps({"source": "all-MiniLM-L6-v2", "layers": layers}) + "\n")
     return folder
