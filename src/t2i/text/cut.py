@@ -16,6 +16,7 @@ from pathlib import Path
 from t2i.text.encoder import minilm_path
 
 MINILM_LAYERS = 6  # all-MiniLM-L6-v2's depth
+CUT_RECORD = "t2i_minilm_cut.json"  # written beside the weights: marks a folder this module may rewrite
 
 
 def is_complete(folder: Path) -> bool:
@@ -31,9 +32,6 @@ def write_encoder(folder: Path, model, tokenizer) -> None:
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-
-
-CUT_RECORD = "t2i_minilm_cut.json"  # written beside the weights: marks a folder this module may rewrite
 
 
 def _layers(folder: Path) -> int | None:
