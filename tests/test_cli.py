@@ -1,6 +1,7 @@
 """The `t2i` command end to end on tiny configs, and its answers to bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -70,6 +71,16 @@ def test_import_and_check_a_sidecar_folder_with_a_bad_image(tmp_path):
 def test_autoencoder_size_not_divisible_fails_before_reading_data(tmp_path):
     r = run("train", "autoencoder", "--data", tmp_path / "missing", "--out", tmp_path / "ae", "--size", "30")
     assert r.returncode == 1 and "image size 30 is not divisible by the autoencoder factor 4" in r.stderr
+
+
+def test_generate_reports_its_start_up_time(demo_run, tmp_path):
+    out, _ = demo_run
+    r = run("generate", "a red circle", "--model", out / "pipeline", "--n", "1", "--steps", "2", "--seed", "0",
+            "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    startup = re.search(r"start-up ([0-9.]+) s: imports and loading; generating and writing ([0-9.]+) s", r.stdout)
+    assert startup and float(startup.group(1)) > 0, r.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a_red_circle_0.png", "grid_a_red_circle.png"]
 
 
 def test_a_component_folder_of_the_wrong_kind_is_refused(demo_run, tmp_path):

@@ -7,7 +7,10 @@ def load(folder=None, *, speed=None):
     """Load a composed pipeline folder of any variant (see `t2i.pipeline.load_pipeline`); with no folder, the
     emoji model that ships inside t2i (`t2i.models.default_model()`): no training, no download. `speed`: a
     `t2i.pipeline.SpeedConfig` (how a latent pipeline runs its networks), or None for the defaults."""
-    from t2i.models import default_model
-    from t2i.pipeline import load_pipeline
+    from t2i.startup import paused_gc
 
-    return load_pipeline(default_model() if folder is None else folder, speed=speed)
+    with paused_gc():  # importing t2i.pipeline imports diffusers and transformers (t2i.startup says why)
+        from t2i.models import default_model
+        from t2i.pipeline import load_pipeline
+
+        return load_pipeline(default_model() if folder is None else folder, speed=speed)

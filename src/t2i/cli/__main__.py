@@ -1,5 +1,3 @@
-import sys
+from t2i.cli import entry
 
-from t2i.cli import main
-
-sys.exit(main())
+entry()

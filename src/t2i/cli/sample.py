@@ -133,6 +133,7 @@ def run_compose(args, command: str) -> None:
 
 def run_generate(args, command: str) -> None:
     import secrets
+    import time
 
     import t2i
     from t2i.pipeline.preview import save_generation
@@ -158,7 +159,9 @@ def run_generate(args, command: str) -> None:
 
         extra["scorer"] = clip_scorer(args.clip)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    startup, t = time.perf_counter() - args.started, time.perf_counter()
     paths = save_generation(pipe, args.prompts, args.out, n=args.n, steps=args.steps, guidance=args.guidance,
                             sampler=args.sampler, seed=seed, negative_prompt=args.negative, height=args.height,
                             width=args.width, preview=args.preview, **options, **extra)
-    print(f"seed {seed}: wrote {len(paths)} images to {args.out}" + (f", preview {args.preview}" if args.preview else ""))
+    print(f"seed {seed}: wrote {len(paths)} images to {args.out}" + (f", preview {args.preview}" if args.preview else "")
+          + f" (start-up {startup:.2f} s: imports and loading; generating and writing {time.perf_counter() - t:.2f} s)")

@@ -10,6 +10,7 @@ from t2i.pipeline.base import Pipeline, StreamEvent
 from t2i.pipeline.compose import CompositionError, compose
 from t2i.pipeline.pipeline import T2IPipeline
 from t2i.pipeline.speed import SpeedConfig
+from t2i.startup import paused_gc
 
 
 def _load_latent(folder: Path, speed: SpeedConfig | None) -> Pipeline:
@@ -71,7 +72,8 @@ def load_pipeline(folder: str | Path, *, speed: SpeedConfig | None = None) -> Pi
     variant = json.loads(info_path.read_text()).get("variant", "latent") if info_path.exists() else "latent"
     if variant not in PIPELINE_LOADERS:
         raise ValueError(f"{folder} holds a {variant!r} pipeline; this t2i knows {', '.join(PIPELINE_LOADERS)}")
-    return PIPELINE_LOADERS[variant](folder, speed)
+    with paused_gc():  # the libraries' imports and the weights: long-lived objects only (t2i.startup)
+        return PIPELINE_LOADERS[variant](folder, speed)
 
 
 __all__ = ["COMPOSERS", "PIPELINE_LOADERS", "CompositionError", "compose_pipeline", "Pipeline", "SpeedConfig",
