@@ -148,10 +148,12 @@ def test_train_text_encoder_writes_minilm_cut_and_never_overwrites_other_files(t
     r = run("train", "text-encoder", "--out", mine)
     assert r.returncode == 1 and "already holds files" in r.stderr and "Traceback" not in r.stderr
     assert (mine / "notes.txt").read_text() == "keep me"
-    # A model folder t2i did not cut (here: the cut without its record) is not rewritten at another depth either.
+    # A model folder t2i did not cut (here: the cut without its record) is neither taken as the cut at its own
+    # depth nor rewritten at another.
     (out / "t2i_minilm_cut.json").unlink()
-    r = run("train", "text-encoder", "--out", out, "--layers", "3")
-    assert r.returncode == 1 and "already holds files" in r.stderr
+    for layers in ("2", "3"):
+        r = run("train", "text-encoder", "--out", out, "--layers", layers)
+        assert r.returncode == 1 and "already holds files" in r.stderr
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
     r = run("train", "text-encoder", "--out", tmp_path / "x", "--layers", "7")
     assert r.returncode == 1 and "cannot keep 7" in r.stderr

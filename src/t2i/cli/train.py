@@ -48,7 +48,8 @@ def register_text_encoder(tsub) -> None:
                         "layers, weights unchanged, as a folder that --text-encoder accepts. Nothing is trained: the "
                         "encoder stays frozen. t2i demo uses 3 layers (higher colour accuracy and CLIP score on shapes "
                         "than all 6; see the README).")
-    t.add_argument("--out", required=True, type=Path, help="folder to write")
+    t.add_argument("--out", required=True, type=Path, help="folder to write: new, empty, or one this command wrote "
+                   "(it carries t2i_minilm_cut.json; reused at the same depth, rewritten at another)")
     t.add_argument("--layers", type=positive_int, default=3, help="transformer layers kept (1 to 6)")
     t.set_defaults(run=run_text_encoder)
 

