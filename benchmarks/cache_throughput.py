@@ -51,10 +51,10 @@ def main() -> None:
 
     from t2i.components import weights_digest
     from t2i.data.sources import ImageRows, open_source
-    from t2i.generator import GENERATOR_PRESETS
-    from t2i.generator.cache import latent_rows, sharded_cache, text_rows
-    from t2i.generator.model import build_unet
-    from t2i.generator.train import generator_loss
+    from t2i.diffusion.unet import GENERATOR_PRESETS
+    from t2i.training.cache import latent_rows, sharded_cache, text_rows
+    from t2i.diffusion.unet import build_unet
+    from t2i.latent.train import generator_loss
     from t2i.sampling import Denoiser, alphas_cumprod
     from t2i.text import TextEncoderConfig, build_text_encoder
     from t2i.training.trainer import TrainConfig, random_batches, train

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from t2i.data import to_pil
+from t2i.images import to_pil
 from t2i.data.shapes import COLOURS, ShapesConfig, render_shapes
 from t2i.evaluation import dominant_colour
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from t2i.generator import GeneratorConfig, build_unet
+from t2i.diffusion.unet import GeneratorConfig, build_unet
 
 
 def main() -> None:

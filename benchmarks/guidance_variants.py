@@ -2,7 +2,7 @@
 
 Runs the colour-accuracy prompts of benchmarks/colour_accuracy.py (every colour × every shape, unseen prompt
 form, seeds 0..n-1) through one pipeline with guidance rules other than plain classifier-free guidance, by
-swapping the rule the pipeline builds its denoiser with (`t2i.pipeline.pipeline.guided`) for this process:
+swapping the rule the pipeline builds its denoiser with (`t2i.latent.pipeline.guided`) for this process:
 
     plain        x0 = u + w·(c − u)                                   (Ho & Salimans 2022; t2i's rule)
     interval:T   plain for t < T, the conditional prediction alone above (Kynkäänniemi et al. 2024)
@@ -21,7 +21,7 @@ import argparse
 import torch
 
 import t2i
-import t2i.pipeline.pipeline as pipeline_module
+import t2i.latent.pipeline as pipeline_module
 from t2i.data import COLOURS, SHAPES
 from t2i.evaluation import dominant_colour
 

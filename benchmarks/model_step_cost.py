@@ -32,7 +32,7 @@ def autoencoder_candidates():
 
 
 def unet_candidates():
-    from t2i.generator.model import GeneratorConfig
+    from t2i.diffusion.unet import GeneratorConfig
 
     return {  # name -> config for 8×8×4 latents; the first is the demo's ("small")
         "unet small (32,64)": GeneratorConfig(),
@@ -85,7 +85,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from t2i.autoencoder.model import build_autoencoder
-    from t2i.generator.model import build_unet
+    from t2i.diffusion.unet import build_unet
 
     torch.manual_seed(0)
     models = {}

@@ -48,8 +48,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import t2i
-    from t2i.pipeline import SpeedConfig
-    from t2i.pipeline.speed import native_bf16
+    from t2i.latent.speed import SpeedConfig
+    from t2i.latent.speed import native_bf16
 
     plain = SpeedConfig(reuse_text_kv=False, channels_last=False, bf16=False, fast_previews=False)
     variants = {"plain": plain, "reuse text K/V (default)": SpeedConfig(),

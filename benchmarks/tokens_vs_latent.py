@@ -114,8 +114,8 @@ def main() -> None:
     from t2i.autoencoder import AutoencoderTrainConfig, train_autoencoder
     from t2i.data import ShapesConfig, write_shapes
     from t2i.demo import DemoConfig
-    from t2i.generator import train_generator
-    from t2i.pipeline import compose_pipeline, load_pipeline
+    from t2i.latent.train import train_generator
+    from t2i.variants import compose_pipeline, load_pipeline
     from t2i.tokens.train import TokensTrainConfig, train_tokens
     from t2i.tokens.vq_train import VQTrainConfig, train_vq
 

@@ -36,9 +36,11 @@ from t2i.cascade.train import BASE_PRESETS, BaseTrainConfig, UpsamplerTrainConfi
     train_upsampler, upsampler_loss
 from t2i.data import COLOURS, SHAPES, ShapesConfig, write_shapes
 from t2i.evaluation import dominant_colour
-from t2i.generator import GeneratorTrainConfig, build_unet, generator_loss, train_generator
-from t2i.pipeline import compose, load_pipeline
-from t2i.pipeline.preview import grid
+from t2i.latent.train import GeneratorTrainConfig, generator_loss, train_generator
+from t2i.diffusion.unet import build_unet
+from t2i.latent.compose import compose
+from t2i.variants import load_pipeline
+from t2i.images import grid
 from t2i.sampling import Denoiser, alphas_cumprod
 from t2i.text import TextEncoderConfig
 

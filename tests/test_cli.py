@@ -115,7 +115,7 @@ def test_training_flag_defaults_match_the_component_configs():
     """The CLI spells its training defaults out (so --help needs no torch); they must be the library's."""
     from t2i.autoencoder import AutoencoderTrainConfig
     from t2i.cli import parser
-    from t2i.generator import GeneratorTrainConfig
+    from t2i.latent.train import GeneratorTrainConfig
     from t2i.tokens.train import TokensTrainConfig
     from t2i.tokens.vq_train import VQTrainConfig
 

@@ -8,7 +8,8 @@ import torch
 from t2i.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, psnr, train_autoencoder
 from t2i.components import read_component_info
 from t2i.data import ShapesConfig, load_tensors, scan_folder, write_shapes
-from t2i.generator import GeneratorConfig, GeneratorTrainConfig, train_generator
+from t2i.diffusion.unet import GeneratorConfig
+from t2i.latent.train import GeneratorTrainConfig, train_generator
 from t2i.text import SCRATCH, TextEncoderConfig, load_text_encoder, scratch_text_encoder
 from t2i.training.trainer import TrainConfig
 
@@ -44,7 +45,7 @@ def test_text_encoder_warns_what_truncation_cut(minilm, caplog):
 
 
 def test_text_encoder_matches_diffusers_prompt_encoding(pipeline_dir, pipe):
-    """Same prompt, same embedding in t2i and in diffusers' StableDiffusionPipeline (DESIGN Pitfalls)."""
+    """Same prompt, same embedding in t2i and in diffusers' StableDiffusionPipeline (docs/pitfalls.md)."""
     from diffusers import StableDiffusionPipeline
 
     sd = StableDiffusionPipeline.from_pretrained(pipeline_dir, safety_checker=None)
@@ -132,7 +133,7 @@ def test_generator_loss_falls_and_caches_are_reused(autoencoder, shapes, tmp_pat
 
 def test_generator_trains_with_epsilon_prediction_and_composes(autoencoder, shapes, tmp_path):
     import t2i
-    from t2i.pipeline import compose
+    from t2i.latent.compose import compose
 
     ae_dir, _ = autoencoder
     info = train_generator(shapes, ae_dir, tmp_path / "gen", _generator_cfg(prediction_type="epsilon", steps=30))
@@ -149,7 +150,7 @@ def test_pooled_text_generator_trains_composes_and_diffusers_agrees(autoencoder,
     from diffusers import StableDiffusionPipeline
 
     import t2i
-    from t2i.pipeline import compose
+    from t2i.latent.compose import compose
     from t2i.sampling import per_image_randn
 
     ae_dir, _ = autoencoder
@@ -174,7 +175,7 @@ def test_pooled_text_generator_trains_composes_and_diffusers_agrees(autoencoder,
 
 
 def test_bad_pooled_text_heads_are_refused():
-    from t2i.generator import build_unet
+    from t2i.diffusion.unet import build_unet
 
     with pytest.raises(ValueError, match="pooled_text_heads 5 does not divide the text width 384"):
         build_unet(GeneratorConfig(pooled_text_heads=5), sample_size=8, latent_channels=4, cross_attention_dim=384)

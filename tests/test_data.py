@@ -9,27 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from t2i.data import (
-    BACKGROUND,
-    COLOURS,
-    SHAPES,
-    SIZES,
-    DataError,
-    ImageCaptionDataset,
-    ShapesConfig,
-    dataset_fingerprint,
-    find_emoji_font,
-    load_image,
-    load_tensors,
-    render_emoji,
-    render_shapes,
-    scan_folder,
-    to_pil,
-    to_tensor,
-    write_emoji,
-    write_layout,
-    write_shapes,
-)
+from t2i.data import BACKGROUND, COLOURS, SHAPES, SIZES, DataError, ImageCaptionDataset, ShapesConfig, dataset_fingerprint, find_emoji_font, load_tensors, render_emoji, render_shapes, scan_folder, write_emoji, write_layout, write_shapes
+from t2i.images import load_image, to_pil, to_tensor
 from t2i.data import emoji as emoji_module
 from t2i.data.emoji import SKIN_TONES, emoji_split
 

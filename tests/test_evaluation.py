@@ -349,7 +349,9 @@ def test_t2i_eval_bad_input_gives_one_line_and_writes_nothing(args, message, pip
 
 
 def test_generator_training_logs_fid_and_clip_score(demo_run, tiny_clip, tmp_path):
-    from t2i.generator import GeneratorConfig, GeneratorTrainConfig, train_generator
+    from t2i.diffusion.unet import GeneratorConfig
+    from t2i.evaluation.during_training import periodic_evaluator
+    from t2i.latent.train import GeneratorTrainConfig, train_generator
     from t2i.text import TextEncoderConfig
 
     root = demo_run[0]
@@ -357,7 +359,8 @@ def test_generator_training_logs_fid_and_clip_score(demo_run, tiny_clip, tmp_pat
                                text=TextEncoderConfig(max_length=16),
                                train=TrainConfig(steps=4, batch_size=8, warmup_steps=1, log_every=2),
                                eval_every=2, eval_images=50, eval_clip=str(tiny_clip[0]))
-    info = train_generator(root / "data", root / "autoencoder", tmp_path / "gen", cfg)
+    info = train_generator(root / "data", root / "autoencoder", tmp_path / "gen", cfg,
+                           make_evaluator=periodic_evaluator(root / "data", cfg, tmp_path / "gen"))
     rows = (tmp_path / "gen" / "eval_log.csv").read_text().splitlines()
     assert rows[0].startswith("step,fid,clip_score,n,extractor") and len(rows) == 3
     assert [r["step"] for r in info["eval_during_training"]] == [2, 4]

@@ -137,7 +137,7 @@ def test_data_that_uses_a_held_out_word_is_refused():
 def test_truncated_minilm_is_minilms_first_layers_and_random_minilm_its_architecture(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
-    from t2i.experiments.encoders import random_minilm, truncated_minilm
+    from t2i.experiments.encoder_ladder import random_minilm, truncated_minilm
     from t2i.text import minilm_path
 
     full = AutoModel.from_pretrained(minilm_path()).eval()

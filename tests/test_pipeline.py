@@ -9,7 +9,9 @@ import torch
 
 import t2i
 from t2i.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, train_autoencoder
-from t2i.pipeline import CompositionError, SpeedConfig, compose
+from t2i.pipeline import CompositionError
+from t2i.latent.speed import SpeedConfig
+from t2i.latent.compose import compose
 from t2i.training.trainer import TrainConfig
 
 
@@ -126,7 +128,7 @@ def test_a_folder_that_names_the_installed_minilm_works_like_a_full_one(demo_run
     from diffusers import StableDiffusionPipeline
 
     from t2i.demo import DEMO_PRESETS
-    from t2i.generator import train_generator
+    from t2i.latent.train import train_generator
     from t2i.sampling import per_image_randn
     from t2i.text import MINILM, load_text_encoder
 

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from t2i.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, train_autoencoder
 from t2i.cli import main
-from t2i.generator import GeneratorConfig, GeneratorTrainConfig, train_generator
+from t2i.diffusion.unet import GeneratorConfig
+from t2i.latent.train import GeneratorTrainConfig, train_generator
 from t2i.text import TextEncoderConfig
 from t2i.training.trainer import TrainConfig
 

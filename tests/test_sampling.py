@@ -255,7 +255,7 @@ def test_same_seed_same_image_at_any_batch_position(unet, sampler):
 
 
 def test_dpmpp_2m_stays_bounded_on_the_cosine_schedule(unet):
-    # DESIGN.md Pitfalls. Unit-variance data, whose exact ε-prediction is E[ε | x_t] = σ_t·x_t, plus the
+    # docs/pitfalls.md. Unit-variance data, whose exact ε-prediction is E[ε | x_t] = σ_t·x_t, plus the
     # tiny U-Net's output as the network's error, 0.1 of it. At t = 999 of the cosine schedule α = 5e-5, so
     # converting ε to x0 multiplies that error by 2e4 unless λ(t) is clipped (α ≥ 6e-3 at λ = −5.1).
     ac = alphas_cumprod(NoiseScheduleConfig(beta_schedule="squaredcos_cap_v2"))

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from t2i.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, train_autoencoder
 from t2i.data import DataError, ShapesConfig, write_shapes
 from t2i.data.sources import FolderSource, HFDiskSource, ImageRows, TarShardSource, open_source
-from t2i.generator.cache import ShardedRows, map_safetensors, sharded_cache
+from t2i.training.cache import ShardedRows, map_safetensors, sharded_cache
 from t2i.training.trainer import TrainConfig
 
 

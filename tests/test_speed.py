@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import t2i
-from t2i.pipeline import SpeedConfig
-from t2i.pipeline.preview_decoder import (PREVIEW_FOLDER, PreviewDecoder, PreviewDecoderConfig, PreviewFitConfig,
+from t2i.latent.speed import SpeedConfig
+from t2i.autoencoder.preview_decoder import (PREVIEW_FOLDER, PreviewDecoder, PreviewDecoderConfig, PreviewFitConfig,
                                           distil_preview_decoder, load_preview_decoder)
 from t2i.sampling import unet_network
 
@@ -23,7 +23,7 @@ def _arr(images):
 def _latents(pipe, **kwargs):
     settings = dict(prompt=["a red circle", "a small blue square above a large green circle"], negative_prompt=None,
                     num_images=1, steps=5, guidance=3.0, seed=[4, 5], sampler="dpmpp_2m", height=None, width=None)
-    return pipe._sample(pipe._settings(**{**settings, **kwargs}))  # (B, c, h, w) scaled latents
+    return pipe._sample(pipe.request(**{**settings, **kwargs}))  # (B, c, h, w) scaled latents
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from PIL import Image
 
 from t2i.data import dataset_fingerprint, scan_folder, write_layout
 from t2i.data.sources import open_source
-from t2i.generator.conditioning import pick_captions
+from t2i.text.conditioning import pick_captions
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "cyan", "white"]
 

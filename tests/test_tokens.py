@@ -10,7 +10,8 @@ import torch
 import t2i
 from t2i.autoencoder.model import psnr
 from t2i.data import ShapesConfig, load_tensors, scan_folder, write_shapes
-from t2i.pipeline import CompositionError, compose_pipeline
+from t2i.pipeline import CompositionError
+from t2i.variants import compose_pipeline
 from t2i.text import TextEncoderConfig
 from t2i.tokens.model import TokenGeneratorConfig
 from t2i.tokens.rerank import clip_scorer, palette_scorer
@@ -153,7 +154,7 @@ def test_guidance_formula_and_best_of():
 
 
 def _tokens(tpipe, prompts, seeds, **kw):
-    s = tpipe._settings(prompts, None, 1, None, kw.pop("guidance", 3.0), seeds, None, None, None,
+    s = tpipe.request_tokens(prompts, None, 1, None, kw.pop("guidance", 3.0), seeds, None, None, None,
                         kw.pop("temperature", None), kw.pop("top_k", None), kw.pop("top_p", None), None)
     return tpipe.sample_tokens(s, **kw)
 
@@ -190,10 +191,10 @@ def test_guidance_scale_one_equals_no_guidance(tpipe):
     generators = lambda: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
     plain = sample_tokens(transformer_logits(tpipe.transformer, text), 64, generators=generators())
     # The guided path: one batched forward over [unconditional; conditional], combined at scale 1.
-    guided = sample_tokens(transformer_logits(tpipe.transformer, text, uncond_text=tpipe._uncond(["", ""]),
+    guided = sample_tokens(transformer_logits(tpipe.transformer, text, uncond_text=tpipe.unconditional(("", "")),
                                               guidance=1.0), 64, generators=generators())
     assert torch.equal(plain, guided)
-    strong = sample_tokens(transformer_logits(tpipe.transformer, text, uncond_text=tpipe._uncond(["", ""]),
+    strong = sample_tokens(transformer_logits(tpipe.transformer, text, uncond_text=tpipe.unconditional(("", "")),
                                               guidance=5.0), 64, generators=generators())
     assert not torch.equal(plain, strong)
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from t2i.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, train_autoencoder
 from t2i.data import ShapesConfig, write_shapes
 from t2i.evaluation import colour_accuracy
-from t2i.generator import GeneratorConfig, GeneratorTrainConfig, train_generator
-from t2i.pipeline import T2IPipeline, compose
-from t2i.pipeline.preview_decoder import PreviewFitConfig
-from t2i.pipeline.preview import grid, save_gif, slug
+from t2i.diffusion.unet import GeneratorConfig
+from t2i.latent.train import GeneratorTrainConfig, train_generator
+from t2i.latent.pipeline import LatentPipeline
+from t2i.latent.compose import compose
+from t2i.autoencoder.preview_decoder import PreviewFitConfig
+from t2i.images import grid, save_gif, slug
 from t2i.text import TextEncoderConfig
 from t2i.text.cut import truncated_minilm
 from t2i.training.trainer import TrainConfig
@@ -37,7 +39,7 @@ class DemoConfig:
     # The text encoder: MiniLM's first `text_layers` of 6 layers, written to OUT/text_encoder (its source is
     # set there). With 3 layers and 1,500 generator steps the unseen-form colour accuracy was 95.3 %, 96.4 % and
     # 99.0 % (this recipe, another autoencoder seed, another generator seed) against 87.5 % with all 6 layers
-    # and 1,200 steps (README).
+    # and 1,200 steps (docs/demo-recipe.md).
     text_layers: int = 3
     autoencoder: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
     generator: GeneratorTrainConfig = field(default_factory=lambda: GeneratorTrainConfig(
@@ -93,7 +95,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     gen = stage("generator", lambda: train_generator(data_dir, ae_dir, gen_dir, gen_cfg, command="t2i demo"))
     defaults = {"steps": cfg.steps, "guidance": cfg.guidance, "sampler": cfg.sampler}
     stage("compose", lambda: compose(gen_dir, pipe_dir, defaults=defaults))
-    pipe = T2IPipeline.from_pretrained(pipe_dir)
+    pipe = LatentPipeline.from_pretrained(pipe_dir)
     accuracy = stage("images", lambda: _write_images(pipe, cfg, out))
     summary = {
         "seconds": times,
@@ -118,7 +120,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     return summary
 
 
-def _write_images(pipe: T2IPipeline, cfg: DemoConfig, out: Path) -> float:
+def _write_images(pipe: LatentPipeline, cfg: DemoConfig, out: Path) -> float:
     """A grid per prompt (seeds 0..n-1), a preview GIF of the first prompt; returns single-prompt colour accuracy."""
     grids = out / "grids"
     grids.mkdir(exist_ok=True)

@@ -4,8 +4,8 @@ which t2i cannot shorten; what it can shorten is the cyclic garbage collector's 
 Those imports make ~450,000 objects (modules, classes, functions) that live as long as the process. While
 they are made, the collector keeps walking all of them in full collections and frees nothing, and the first
 collection after walks them once more. Pausing it and filing the objects as old took `import t2i;
-t2i.load(demo pipeline)` from 5.65–5.82 s to 4.74–4.96 s on the 2-core development machine (README,
-"What the numbers say").
+t2i.load(demo pipeline)` from 5.65–5.82 s to 4.74–4.96 s on the 2-core development machine
+(docs/demo-recipe.md, "What the numbers say").
 """
 
 from __future__ import annotations

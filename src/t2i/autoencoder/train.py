@@ -15,11 +15,11 @@ from t2i.autoencoder.model import (
     normalise_latent_channels,
     psnr,
 )
-from t2i.pipeline.preview_decoder import PreviewFitConfig, fit_preview_decoder
-from t2i.components import write_component_info
+from t2i.autoencoder.preview_decoder import PreviewFitConfig, fit_preview_decoder
 from t2i.data.layout import TRAIN
 from t2i.data.sources import held_out_split, open_source
 from t2i.training.batches import sample_randn
+from t2i.training.finish import finish_training
 from t2i.training.trainer import TrainConfig, random_batches, resume_point, train
 
 log = logging.getLogger("t2i.autoencoder")
@@ -81,49 +81,46 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
     result = train(vae, autoencoder_loss(cfg.kl_weight, cfg.pixel_loss), batches, cfg.train, log_dir=out_dir,
                    desc="autoencoder", resume=resume, reset_data_position=reset_data_position,
                    data_fingerprint=fingerprint)
-    if result.stopped:
-        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
-    if not result.is_main_process:
-        return {"component": "autoencoder", "is_main_process": False}
+    def save() -> dict:
+        vae.cpu()  # measurements below run on the CPU, where the images are (a no-op on CPU-only machines)
+        measured = train_images[torch.arange(min(2048, len(train_images)))]  # (≤ 2048, 3, S, S)
+        generator = torch.Generator().manual_seed(cfg.train.seed)
+        channel_stats = None
+        if cfg.normalise_channels:
+            mu, sigma = normalise_latent_channels(vae, measured, generator=generator)
+            channel_stats = {"mean": mu.tolist(), "std": sigma.tolist()}
+        scaling_factor = measure_scaling_factor(vae, measured, generator=generator)
+        vae.register_to_config(scaling_factor=scaling_factor)
+        with torch.no_grad():
+            recon = torch.cat([vae.decode(vae.encode(test_images[i : i + 128]).latent_dist.mode()).sample
+                               for i in range(0, len(test_images), 128)]) if held else test_images
+        held_out_psnr = psnr(recon, test_images).mean().item() if held else float("nan")
+        preview = fit_preview_decoder(vae, measured, cfg.preview) if cfg.preview else None
+        vae.save_pretrained(out_dir, safe_serialization=True)
+        if preview is not None:
+            preview.save(out_dir)
+        info = {
+            "component": "autoencoder",
+            "kind": "kl",
+            "latent_scaling_factor": scaling_factor,
+            "folded_channel_stats": channel_stats,
+            "downsampling_factor": cfg.model.downsampling_factor,
+            "latent_channels": cfg.model.latent_channels,
+            "image_size": cfg.model.image_size,
+            "data": str(data_dir),
+            "data_split": split,
+            "data_fingerprint": fingerprint,
+            "data_report": source.report.summary(),
+            "config": asdict(cfg),
+            "command": command,
+            "metrics": {
+                "psnr_held_out": held_out_psnr,
+                "held_out_images": held,
+                **result.metrics(),
+                "preview_decoder": preview.config.metrics if preview is not None else None,
+            },
+            "losses": result.losses,
+        }
+        return info
 
-    vae.cpu()  # measurements below run on the CPU, where the images are (a no-op on CPU-only machines)
-    measured = train_images[torch.arange(min(2048, len(train_images)))]  # (≤ 2048, 3, S, S)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    channel_stats = None
-    if cfg.normalise_channels:
-        mu, sigma = normalise_latent_channels(vae, measured, generator=generator)
-        channel_stats = {"mean": mu.tolist(), "std": sigma.tolist()}
-    scaling_factor = measure_scaling_factor(vae, measured, generator=generator)
-    vae.register_to_config(scaling_factor=scaling_factor)
-    with torch.no_grad():
-        recon = torch.cat([vae.decode(vae.encode(test_images[i : i + 128]).latent_dist.mode()).sample
-                           for i in range(0, len(test_images), 128)]) if held else test_images
-    held_out_psnr = psnr(recon, test_images).mean().item() if held else float("nan")
-    preview = fit_preview_decoder(vae, measured, cfg.preview) if cfg.preview else None
-    vae.save_pretrained(out_dir, safe_serialization=True)
-    if preview is not None:
-        preview.save(out_dir)
-    info = {
-        "component": "autoencoder",
-        "kind": "kl",
-        "latent_scaling_factor": scaling_factor,
-        "folded_channel_stats": channel_stats,
-        "downsampling_factor": cfg.model.downsampling_factor,
-        "latent_channels": cfg.model.latent_channels,
-        "image_size": cfg.model.image_size,
-        "data": str(data_dir),
-        "data_split": split,
-        "data_fingerprint": fingerprint,
-        "data_report": source.report.summary(),
-        "config": asdict(cfg),
-        "command": command,
-        "metrics": {
-            "psnr_held_out": held_out_psnr,
-            "held_out_images": held,
-            **result.metrics(),
-            "preview_decoder": preview.config.metrics if preview is not None else None,
-        },
-        "losses": result.losses,
-    }
-    write_component_info(out_dir, info)
-    return info
+    return finish_training(result, "autoencoder", out_dir, save)

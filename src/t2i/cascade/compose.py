@@ -12,14 +12,14 @@ makes) and that the text encoder is the one the base was trained with.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import t2i
+from t2i.version import __version__
 from t2i.components import read_component_info, weights_digest
-from t2i.pipeline.compose import DEFAULTS, CompositionError, copy_weights, finish_folder, start_folder, \
-    text_encoder_folder, text_fit_problems
-from t2i.pipeline.cascade import CASCADE_DEFAULTS
+from t2i.cascade.pipeline import CASCADE_DEFAULTS
+from t2i.pipeline.base import DEFAULTS
+from t2i.pipeline.folder import (check_defaults, copy_weights, pipeline_folder, raise_problems, read_json,
+                                 text_encoder_folder, text_fit_problems, write_pipeline_info)
 from t2i.text import load_text_encoder
 
 
@@ -46,14 +46,15 @@ def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_
     `noise_levels` (one per upsampler) replaces the sampling augmentation level each upsampler recorded.
     """
     base_dir, out_dir = Path(base_dir), Path(out_dir)
+    check_defaults(defaults, {**DEFAULTS, **CASCADE_DEFAULTS}, "cascade")
     upsampler_dirs = [Path(d) for d in upsampler_dirs]
     base_info = read_component_info(base_dir, "base")
     up_infos = [read_component_info(d, "upsampler") for d in upsampler_dirs]
     text_source, text_folder = text_encoder_folder(text_encoder, base_info)
     max_length = base_info["text_encoder"]["max_length"]
     problems = check_chain(base_info, up_infos, [str(d) for d in upsampler_dirs])
-    problems += text_fit_problems(json.loads((text_folder / "config.json").read_text()), max_length,
-                                  json.loads((base_dir / "config.json").read_text()), base_info, part="base")
+    problems += text_fit_problems(read_json(text_folder / "config.json"), max_length,
+                                  read_json(base_dir / "config.json"), base_info, part="base")
     if not force and weights_digest(text_folder) != base_info["text_encoder"]["weights_digest"]:
         problems.append("the text encoder is not the one the base was trained with (different weights); "
                         "pass force=True / --force to compose anyway")
@@ -64,34 +65,33 @@ def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_
         n = info["schedule"]["num_train_timesteps"]
         if not 0 <= level < n:
             problems.append(f"noise level {level} for upsampler {d} is not a timestep in 0..{n - 1}")
-    if problems:
-        raise CompositionError("these components do not fit:\n  - " + "\n  - ".join(problems))
+    raise_problems(problems)
 
-    tmp = start_folder(out_dir)
-    load_text_encoder(text_folder, max_length=max_length).save_pretrained(tmp / "text_encoder",
-                                                                          tokenizer_folder=tmp / "tokenizer")
-    copy_weights(base_dir, tmp / "base")
-    stages = []
-    for k, (d, info, level) in enumerate(zip(upsampler_dirs, up_infos, levels), start=1):
-        copy_weights(d, tmp / f"upsampler_{k}")
-        stages.append({"folder": f"upsampler_{k}", "low_size": info["low_size"], "image_size": info["image_size"],
-                       "prediction_type": info["prediction_type"], "schedule": info["schedule"],
-                       "noise_level": int(level)})
-    info = {
-        "t2i_version": t2i.__version__,
-        "variant": "cascade",
-        "image_size": stages[-1]["image_size"],
-        "defaults": {**DEFAULTS, **CASCADE_DEFAULTS, **(defaults or {})},
-        "base": {"folder": "base", "image_size": base_info["image_size"],
-                 "prediction_type": base_info["prediction_type"], "schedule": base_info["schedule"]},
-        "upsamplers": stages,
-        "components": {
-            "text_encoder": {"source": str(text_source), **{k: base_info["text_encoder"][k]
-                                                           for k in ("max_length", "hidden_size")}},
-            "base": {k: v for k, v in base_info.items() if k != "losses"} | {"folder": str(base_dir)},
-            "upsamplers": [{k: v for k, v in i.items() if k != "losses"} | {"folder": str(d)}
-                           for i, d in zip(up_infos, upsampler_dirs)],
-        },
-        "metrics": metrics or {},
-    }
-    return finish_folder(tmp, out_dir, info)
+    with pipeline_folder(out_dir) as tmp:
+        load_text_encoder(text_folder, max_length=max_length).save_pretrained(tmp / "text_encoder",
+                                                                              tokenizer_folder=tmp / "tokenizer")
+        copy_weights(base_dir, tmp / "base")
+        stages = []
+        for k, (d, info, level) in enumerate(zip(upsampler_dirs, up_infos, levels), start=1):
+            copy_weights(d, tmp / f"upsampler_{k}")
+            stages.append({"folder": f"upsampler_{k}", "low_size": info["low_size"], "image_size": info["image_size"],
+                           "prediction_type": info["prediction_type"], "schedule": info["schedule"],
+                           "noise_level": int(level)})
+        write_pipeline_info(tmp, {
+            "t2i_version": __version__,
+            "variant": "cascade",
+            "image_size": stages[-1]["image_size"],
+            "defaults": {**DEFAULTS, **CASCADE_DEFAULTS, **(defaults or {})},
+            "base": {"folder": "base", "image_size": base_info["image_size"],
+                     "prediction_type": base_info["prediction_type"], "schedule": base_info["schedule"]},
+            "upsamplers": stages,
+            "components": {
+                "text_encoder": {"source": str(text_source), **{k: base_info["text_encoder"][k]
+                                                               for k in ("max_length", "hidden_size")}},
+                "base": {k: v for k, v in base_info.items() if k != "losses"} | {"folder": str(base_dir)},
+                "upsamplers": [{k: v for k, v in i.items() if k != "losses"} | {"folder": str(d)}
+                               for i, d in zip(up_infos, upsampler_dirs)],
+            },
+            "metrics": metrics or {},
+        })
+    return out_dir

@@ -21,15 +21,15 @@ from t2i.autoencoder.model import psnr
 from t2i.cascade.model import UpsamplerConfig, build_upsampler, check_upsampler_config, pixel_schedule, upsample, \
     upsampler_network
 from t2i.cascade.sample import super_resolve
-from t2i.components import write_component_info
 from t2i.data.sources import ImageRows, open_source
-from t2i.generator.cache import SHARD_ROWS
-from t2i.generator.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
-from t2i.generator.loss import diffusion_loss
-from t2i.generator.model import GeneratorConfig, build_unet
+from t2i.training.cache import SHARD_ROWS
+from t2i.text.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
+from t2i.diffusion.loss import diffusion_loss
+from t2i.diffusion.unet import GeneratorConfig, build_unet
 from t2i.sampling import Denoiser, alphas_cumprod, spaced_timesteps
 from t2i.text import TextEncoderConfig
 from t2i.training.batches import sample_rand, sample_randint, sample_randn
+from t2i.training.finish import finish_training
 from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
 
 log = logging.getLogger("t2i.cascade")
@@ -103,30 +103,27 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
     batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="base", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint)
-    if result.stopped:
-        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
-    if not result.is_main_process:
-        return {"component": "base", "is_main_process": False}
+    def save() -> dict:
+        final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
+        final_unet.save_pretrained(out_dir, safe_serialization=True)
+        info = {
+            "component": "base",
+            "kind": "pixel-diffusion",
+            "prediction_type": cfg.model.prediction_type,
+            "schedule": asdict(cfg.model.schedule),
+            "image_size": cfg.image_size,
+            "text_encoder": text_encoder_info(cfg.text, text),
+            "data": str(data_dir),
+            "data_fingerprint": fingerprint,
+            "data_report": source.report.summary(),
+            "config": asdict(cfg),
+            "command": command,
+            "metrics": result.metrics(),
+            "losses": result.losses,
+        }
+        return info
 
-    final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
-    final_unet.save_pretrained(out_dir, safe_serialization=True)
-    info = {
-        "component": "base",
-        "kind": "pixel-diffusion",
-        "prediction_type": cfg.model.prediction_type,
-        "schedule": asdict(cfg.model.schedule),
-        "image_size": cfg.image_size,
-        "text_encoder": text_encoder_info(cfg.text, text),
-        "data": str(data_dir),
-        "data_fingerprint": fingerprint,
-        "data_report": source.report.summary(),
-        "config": asdict(cfg),
-        "command": command,
-        "metrics": result.metrics(),
-        "losses": result.losses,
-    }
-    write_component_info(out_dir, info)
-    return info
+    return finish_training(result, "base", out_dir, save)
 
 
 # -- an upsampler: small image → large image, no text ----------------------------------------------------
@@ -199,36 +196,33 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
     batches = random_batches(pairs, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names[held:])
     result = train(unet, upsampler_loss(denoiser, m), batches, cfg.train, log_dir=out_dir, desc="upsampler",
                    resume=resume, reset_data_position=reset_data_position, data_fingerprint=fingerprint)
-    if result.stopped:
-        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
-    if not result.is_main_process:
-        return {"component": "upsampler", "is_main_process": False}
+    def save() -> dict:
+        final = (result.ema if result.ema is not None else unet).cpu()  # measured on the CPU, where the images are
+        start = time.perf_counter()
+        ours, bicubic = None, None
+        if held:
+            test = torch.arange(held)
+            ours, bicubic = held_out_psnr(final, m, ImageRows(source, m.low_size, range(held))[test],
+                                          ImageRows(source, m.image_size, range(held))[test], steps=cfg.eval_steps)
+        final.save_pretrained(out_dir, safe_serialization=True)
+        info = {
+            "component": "upsampler",
+            "kind": "super-resolution-diffusion",
+            "prediction_type": m.prediction_type,
+            "schedule": asdict(m.schedule),
+            "low_size": m.low_size,
+            "image_size": m.image_size,
+            "sampling_noise_level": m.sampling_noise_level,
+            "data": str(data_dir),
+            "data_fingerprint": fingerprint,
+            "data_report": source.report.summary(),
+            "config": asdict(cfg),
+            "command": command,
+            "metrics": {"psnr_held_out": ours, "psnr_bicubic_held_out": bicubic, "held_out_images": held,
+                        "eval_steps": cfg.eval_steps, "eval_seconds": time.perf_counter() - start,
+                        **result.metrics()},
+            "losses": result.losses,
+        }
+        return info
 
-    final = (result.ema if result.ema is not None else unet).cpu()  # measured on the CPU, where the images are
-    start = time.perf_counter()
-    ours, bicubic = None, None
-    if held:
-        test = torch.arange(held)
-        ours, bicubic = held_out_psnr(final, m, ImageRows(source, m.low_size, range(held))[test],
-                                      ImageRows(source, m.image_size, range(held))[test], steps=cfg.eval_steps)
-    final.save_pretrained(out_dir, safe_serialization=True)
-    info = {
-        "component": "upsampler",
-        "kind": "super-resolution-diffusion",
-        "prediction_type": m.prediction_type,
-        "schedule": asdict(m.schedule),
-        "low_size": m.low_size,
-        "image_size": m.image_size,
-        "sampling_noise_level": m.sampling_noise_level,
-        "data": str(data_dir),
-        "data_fingerprint": fingerprint,
-        "data_report": source.report.summary(),
-        "config": asdict(cfg),
-        "command": command,
-        "metrics": {"psnr_held_out": ours, "psnr_bicubic_held_out": bicubic, "held_out_images": held,
-                    "eval_steps": cfg.eval_steps, "eval_seconds": time.perf_counter() - start,
-                    **result.metrics()},
-        "losses": result.losses,
-    }
-    write_component_info(out_dir, info)
-    return info
+    return finish_training(result, "upsampler", out_dir, save)

@@ -46,6 +46,7 @@ def register(sub) -> None:
 
 def run(args, command: str) -> None:
     from t2i import data
+    from t2i.images import load_image
 
     if args.source == "shapes":
         out = data.write_shapes(args.out, data.ShapesConfig(n=args.n, size=args.size, seed=args.seed, p_two=args.p_two))
@@ -54,7 +55,7 @@ def run(args, command: str) -> None:
     elif args.source == "import":
         records, report = data.scan_folder(args.src, max_failure_rate=args.max_failure_rate)
         print(report.summary())
-        items = ((data.load_image(r.path, args.size), r.caption, r.extra) for r in records)
+        items = ((load_image(r.path, args.size), r.caption, r.extra) for r in records)
         out = data.write_layout(args.out, items, {"source": "import", "from": str(args.src), "size": args.size,
                                                    "scan": report.summary()})
     else:  # check

@@ -62,7 +62,8 @@ def run(args, command: str) -> None:
     cache_dir = args.cache_dir or default_cache_dir()
     if (args.model / "t2i_component.json").exists() and not (args.model / "model_index.json").exists():
         return _run_autoencoder(args, cache_dir)
-    from t2i.evaluation.evaluate import EvalConfig, label, run_eval
+    from t2i.evaluation.evaluate import EvalConfig, run_eval
+    from t2i.evaluation.report import label
 
     cfg = EvalConfig(n=args.n, n_real=args.n_real, batch_size=args.batch_size, seed=args.seed,
                      guidance=tuple(args.guidance or ()), samplers=tuple(args.sampler or ()),

@@ -29,12 +29,12 @@ def register(sub) -> None:
                    "package instead, which t2i.load checks and uses (diffusers then needs text_encoder= and "
                    "tokenizer= passed). For folders shipped inside a Python package, like t2i's emoji model")
     m.add_argument("--guidance", type=float, default=None,
-                   help="default guidance scale stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS)")
+                   help="default guidance scale stored in the pipeline (default: t2i.pipeline.DEFAULTS)")
     m.add_argument("--steps", type=positive_int, default=None,
-                   help="default sampling steps stored in the pipeline (default: t2i.pipeline.compose.DEFAULTS); "
+                   help="default sampling steps stored in the pipeline (default: t2i.pipeline.DEFAULTS); "
                    "not for tokens pipelines, which write one token per step")
     m.add_argument("--upsampler-steps", type=positive_int, default=None,
-                   help="cascade: default steps of each upsampler (default: t2i.pipeline.cascade.CASCADE_DEFAULTS)")
+                   help="cascade: default steps of each upsampler (default: t2i.cascade.pipeline.CASCADE_DEFAULTS)")
     m.add_argument("--noise-level", type=int, action="append", default=None, metavar="LEVEL",
                    help="cascade: sampling augmentation level of each upsampler, in order (default: the level each "
                    "recorded in training)")
@@ -53,8 +53,9 @@ def register(sub) -> None:
     gen.add_argument("--n", type=positive_int, default=4, help="images per prompt")
     gen.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the pipeline's)")
     gen.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
-    gen.add_argument("--sampler", choices=["dpmpp_2m", "ddim", "euler", "ddpm"], default=None,
-                     help="sampler (default: the pipeline's)")
+    gen.add_argument("--sampler", default=None,
+                     help="sampler: dpmpp_2m, ddim, euler or ddpm for latent and cascade pipelines, autoregressive for "
+                     "tokens pipelines (default: the pipeline's; a pipeline refuses a sampler it does not have)")
     gen.add_argument("--seed", type=int, default=None, help="base seed (default: random, printed)")
     gen.add_argument("--negative", default=None, help="negative prompt: replaces the unconditional input")
     gen.add_argument("--height", type=positive_int, default=None, help="image height (default: training size)")
@@ -91,44 +92,39 @@ def add_token_flags(p, *, stored: bool) -> None:
                    "in (0, 1]")
 
 
-TOKEN_FLAGS = ("temperature", "top_k", "top_p")  # flags only tokens pipelines take
+STORED_DEFAULTS = ("guidance", "steps", "upsampler_steps", "dynamic_threshold", "temperature", "top_k", "top_p")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def run_compose(args, command: str) -> None:
-    defaults = {k: getattr(args, k) for k in ("guidance", "steps", "upsampler_steps", "dynamic_threshold", *TOKEN_FLAGS)
-                if getattr(args, k) is not None}
+    from t2i.variants import VARIANTS, variant_of_generator
+
+    defaults = {k: getattr(args, k) for k in STORED_DEFAULTS if getattr(args, k) is not None}
+    options = {"text_encoder": args.text_encoder, "autoencoder_dir": args.autoencoder, "noise_levels": args.noise_level,
+               "force": args.force or None, "copy_text_encoder": False if args.reference_text_encoder else None}
+    flags = {"autoencoder_dir": "--autoencoder", "noise_levels": "--noise-level", "copy_text_encoder":
+             "--reference-text-encoder"}
+    options = {k: v for k, v in options.items() if v is not None}
     if args.base:
-        from t2i.cascade.compose import compose_cascade
-
-        if args.autoencoder:
-            raise ValueError("--autoencoder belongs to the latent variant; a cascade's decoders are its --upsampler stages")
-        if args.reference_text_encoder:
-            raise ValueError("--reference-text-encoder belongs to the latent variant; a cascade folder holds its encoder")
-        given = [k for k in TOKEN_FLAGS if k in defaults]
-        if given:
-            raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} apply to tokens pipelines")
-        out = compose_cascade(args.base, args.upsampler or [], args.out, text_encoder=args.text_encoder,
-                              defaults=defaults, noise_levels=args.noise_level, force=args.force)
+        variant = "cascade"
     else:
-        from t2i.components import read_component_info
-        from t2i.pipeline import compose_pipeline
-
-        cascade_only = [f for f, v in (("--upsampler", args.upsampler), ("--upsampler-steps", args.upsampler_steps),
-                                       ("--noise-level", args.noise_level),
-                                       ("--dynamic-threshold", args.dynamic_threshold)) if v is not None]
-        if cascade_only:
-            raise ValueError(f"{', '.join(cascade_only)} belong(s) to the cascade variant: compose with --base")
-        kind = read_component_info(args.generator, "generator").get("kind")
-        given = [k for k in TOKEN_FLAGS if k in defaults]
-        if given and kind != "tokens":
-            raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} apply to tokens pipelines; "
-                             f"{args.generator} is a {kind} generator")
-        options = {"copy_text_encoder": False} if args.reference_text_encoder else {}
-        if options and kind == "tokens":
-            raise ValueError("--reference-text-encoder belongs to the latent variant")
-        out = compose_pipeline(args.generator, args.out, text_encoder=args.text_encoder,
-                               autoencoder_dir=args.autoencoder, force=args.force, defaults=defaults, **options)
+        if args.upsampler:
+            raise ValueError("--upsampler belong(s) to the cascade variant: compose with --base")
+        variant = variant_of_generator(args.generator)
+    refused = [flags.get(k, _flag(k)) for k in options if k not in VARIANTS[variant].compose_options]
+    if refused:
+        raise ValueError(f"{', '.join(refused)} do(es) not apply to composing a {variant} pipeline")
+    if variant == "cascade":
+        options["upsamplers"] = args.upsampler or []
+    out = VARIANTS[variant].compose(args.base or args.generator, args.out, defaults=defaults, **options)
     print(f"wrote {out}")
+
+
+# `t2i generate` flags that only some variants take, named as their pipeline's keyword options
+GENERATE_OPTIONS = ("upsampler_steps", "noise_level", "dynamic_threshold", "temperature", "top_k", "top_p", "candidates")
 
 
 def run_generate(args, command: str) -> None:
@@ -136,32 +132,31 @@ def run_generate(args, command: str) -> None:
     import time
 
     import t2i
-    from t2i.pipeline.preview import save_generation
+    from t2i.pipeline.save import save_generation
 
-    extra = {k: getattr(args, k) for k in (*TOKEN_FLAGS, "candidates") if getattr(args, k) is not None}
     if args.clip is not None and args.candidates is None:
         raise ValueError("--clip scores candidates: give --candidates N as well")
     pipe = t2i.load(args.model, speed=speed_config(args))  # None: the shipped emoji model
     name, variant = args.model or "the shipped emoji model", pipe.info.get("variant", "latent")
-    if extra and variant != "tokens":
-        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
-        raise ValueError(f"{flags} apply to tokens pipelines; {name} is a {variant} pipeline")
-    options = {k: v for k, v in (("upsampler_steps", args.upsampler_steps), ("noise_level", args.noise_level),
-                                 ("dynamic_threshold", args.dynamic_threshold)) if v is not None}
+    # Each variant declares the keyword options its pipeline takes (`Pipeline.options`); a flag for another's is refused.
+    options = {k: getattr(args, k) for k in GENERATE_OPTIONS if getattr(args, k) is not None}
     unknown = [k for k in options if k not in pipe.options]
     if unknown:
-        raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} do(es) not apply to "
-                         f"{name}, a {variant} pipeline")
+        from t2i.variants import variants_taking
+
+        owners = "; ".join(f"{_flag(k)} apply to {' and '.join(variants_taking(k))} pipelines" for k in unknown)
+        raise ValueError(f"{', '.join(_flag(k) for k in unknown)} do(es) not apply to {name}, a {variant} pipeline "
+                         f"({owners}; see t2i generate --help)")
     if args.candidates is not None:
         if args.clip is None:
             raise ValueError("--candidates needs --clip DIR, the CLIP model that ranks them")
         from t2i.tokens.rerank import clip_scorer
 
-        extra["scorer"] = clip_scorer(args.clip)
+        options["scorer"] = clip_scorer(args.clip)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     startup, t = time.perf_counter() - args.started, time.perf_counter()
     paths = save_generation(pipe, args.prompts, args.out, n=args.n, steps=args.steps, guidance=args.guidance,
                             sampler=args.sampler, seed=seed, negative_prompt=args.negative, height=args.height,
-                            width=args.width, preview=args.preview, **options, **extra)
+                            width=args.width, preview=args.preview, **options)
     print(f"seed {seed}: wrote {len(paths)} images to {args.out}" + (f", preview {args.preview}" if args.preview else "")
           + f" (start-up {startup:.2f} s: imports and loading; generating and writing {time.perf_counter() - t:.2f} s)")

@@ -47,7 +47,7 @@ def register_text_encoder(tsub) -> None:
                         description="Writes all-MiniLM-L6-v2 (bundled) keeping its first --layers of 6 transformer "
                         "layers, weights unchanged, as a folder that --text-encoder accepts. Nothing is trained: the "
                         "encoder stays frozen. t2i demo uses 3 layers (higher colour accuracy and CLIP score on shapes "
-                        "than all 6; see the README).")
+                        "than all 6; see docs/demo-recipe.md).")
     t.add_argument("--out", required=True, type=Path, help="folder to write: new, empty, or one this command wrote "
                    "(it carries t2i_minilm_cut.json; reused at the same depth, rewritten at another)")
     t.add_argument("--layers", type=positive_int, default=3, help="transformer layers kept (1 to 6)")
@@ -146,20 +146,27 @@ def register_generator(tsub) -> None:
 
 
 def run_generator(args, command: str) -> None:
-    from t2i.generator import GENERATOR_PRESETS, GeneratorTrainConfig, train_generator
+    from t2i.diffusion.unet import GENERATOR_PRESETS
+    from t2i.latent.train import GeneratorTrainConfig, train_generator
 
     model, text = text_conditioned_config(args, GENERATOR_PRESETS)
     model.pooled_text_heads = args.pooled_text_heads
     cfg = GeneratorTrainConfig(model=model, text=text, train=train_config(args, sample_every=args.sample_every),
                                cache_shard_rows=args.cache_shard_rows, eval_every=args.eval_every,
                                eval_images=args.eval_images, eval_clip=str(args.eval_clip) if args.eval_clip else None)
+    make_evaluator = None
+    if cfg.eval_every > 0:
+        from t2i.evaluation.during_training import periodic_evaluator
+
+        make_evaluator = periodic_evaluator(args.data, cfg, args.out)
     info = train_generator(args.data, args.autoencoder, args.out, cfg, cache_dir=args.cache_dir, command=command,
-                           resume=args.resume, reset_data_position=args.reset_data_position, split=split_arg(args))
+                           resume=args.resume, reset_data_position=args.reset_data_position, split=split_arg(args),
+                           make_evaluator=make_evaluator)
     if report_stop(info, command) or not is_main_process():
         return
     print(f"generator: final loss {info['metrics']['final_loss']:.4f}, wrote {args.out}")
     if args.pipeline_out:
-        from t2i.pipeline import compose
+        from t2i.latent.compose import compose
 
         print(f"pipeline: wrote {compose(args.out, args.pipeline_out)}")
 
@@ -369,7 +376,7 @@ def run_tokens(args, command: str) -> None:
         return
     print(f"tokens: final loss {info['metrics']['final_loss']:.4f}, wrote {args.out}")
     if args.pipeline_out:
-        from t2i.pipeline import compose_pipeline
+        from t2i.variants import compose_pipeline
 
         print(f"pipeline: wrote {compose_pipeline(args.out, args.pipeline_out)}")
 def register_preview_decoder(tsub) -> None:
@@ -386,7 +393,7 @@ def register_preview_decoder(tsub) -> None:
 
 
 def run_preview_decoder(args, command: str) -> None:
-    from t2i.pipeline.preview_decoder import PreviewFitConfig, add_preview_decoder
+    from t2i.autoencoder.preview_decoder import PreviewFitConfig, add_preview_decoder
 
     decoder = add_preview_decoder(args.autoencoder, args.data, PreviewFitConfig(epochs=args.epochs))
     print(f"preview decoder: held-out RMS error {decoder.config.metrics['rms_error_held_out']:.3f} against the real "

@@ -2,19 +2,7 @@
 
 from t2i.data.dataset import ImageCaptionDataset
 from t2i.data.emoji import find_emoji_font, render_emoji, write_emoji
-from t2i.data.layout import (
-    DataError,
-    Record,
-    ScanReport,
-    dataset_fingerprint,
-    fit_square,
-    load_image,
-    load_tensors,
-    scan_folder,
-    to_pil,
-    to_tensor,
-    write_layout,
-)
+from t2i.data.layout import DataError, Record, ScanReport, dataset_fingerprint, load_tensors, scan_folder, write_layout
 from t2i.data.shapes import BACKGROUND, COLOURS, SHAPES, SIZES, ShapesConfig, render_shapes, write_shapes
 
 __all__ = [
@@ -29,14 +17,10 @@ __all__ = [
     "ShapesConfig",
     "dataset_fingerprint",
     "find_emoji_font",
-    "fit_square",
-    "load_image",
     "load_tensors",
     "render_emoji",
     "render_shapes",
     "scan_folder",
-    "to_pil",
-    "to_tensor",
     "write_emoji",
     "write_layout",
     "write_shapes",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from t2i.data.layout import Record, load_image, to_tensor
+from t2i.data.layout import Record
+from t2i.images import load_image, to_tensor
 
 
 class ImageCaptionDataset(torch.utils.data.Dataset):

@@ -23,7 +23,8 @@ import PIL.features
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
-from t2i.data.layout import TRAIN, DataError, fit_square, write_layout
+from t2i.data.layout import TRAIN, DataError, write_layout
+from t2i.images import fit_square
 
 # Noto Color Emoji is a bitmap (CBDT) font whose strikes exist only at 109 px; FreeType refuses other sizes.
 FONT_PIXELS = 109

@@ -20,24 +20,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
+
+from t2i.files import atomic_folder
+from t2i.images import load_image, save_dataset_png, to_tensor
 
 logger = logging.getLogger("t2i.data")
 
 METADATA = "metadata.jsonl"
 INFO = "info.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
-WHITE = (255, 255, 255)
 TRAIN = "train"  # the split of a row whose metadata has no "split" field
 
 # A few example paths per scan are enough to find the problem; the counts say how big it is.
@@ -229,12 +228,6 @@ def scan_folder(
     return records, report
 
 
-def _save_png(img: Image.Image, path: Path) -> None:
-    # PIL writes no tIME or text chunks unless given `pnginfo`, and zlib at a fixed level is
-    # deterministic, so the same image always gives the same bytes.
-    img.save(path, format="PNG", compress_level=6)
-
-
 def write_layout(out_dir: str | Path, items: Iterable[tuple[Image.Image, str, dict]], info: dict) -> Path:
     """Write (image, caption, extra) items as an imagefolder: images/NNNNNN.png, metadata.jsonl, info.json.
 
@@ -245,23 +238,18 @@ def write_layout(out_dir: str | Path, items: Iterable[tuple[Image.Image, str, di
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"output folder {out_dir} is not empty")
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    (partial / "images").mkdir(parents=True)
     n = 0
-    with open(partial / METADATA, "w", encoding="utf-8", newline="\n") as meta:
-        for n, (img, caption, extra) in enumerate(items, start=1):
-            name = f"images/{n - 1:06d}.png"
-            clash = {"file_name", "text"} & extra.keys()
-            if clash:
-                raise ValueError(f"extra fields {sorted(clash)} clash with the metadata columns")
-            _save_png(img, partial / name)
-            meta.write(json.dumps({"file_name": name, "text": caption, **extra}, sort_keys=True) + "\n")
-    (partial / INFO).write_text(json.dumps({**info, "n": n}, sort_keys=True, indent=2) + "\n", encoding="utf-8")
-    if out_dir.exists():
-        out_dir.rmdir()  # empty, checked above
-    os.replace(partial, out_dir)
+    with atomic_folder(out_dir) as partial:
+        (partial / "images").mkdir()
+        with open(partial / METADATA, "w", encoding="utf-8", newline="\n") as meta:
+            for n, (img, caption, extra) in enumerate(items, start=1):
+                name = f"images/{n - 1:06d}.png"
+                clash = {"file_name", "text"} & extra.keys()
+                if clash:
+                    raise ValueError(f"extra fields {sorted(clash)} clash with the metadata columns")
+                save_dataset_png(img, partial / name)
+                meta.write(json.dumps({"file_name": name, "text": caption, **extra}, sort_keys=True) + "\n")
+        (partial / INFO).write_text(json.dumps({**info, "n": n}, sort_keys=True, indent=2) + "\n", encoding="utf-8")
     logger.info("wrote %d images to %s", n, out_dir)
     return out_dir
 
@@ -281,43 +269,6 @@ def dataset_fingerprint(folder: str | Path, split: str | None = None) -> str:
         line = [entry.name, entry.caption, entry.extra, entry.problem, file_hash]
         digest.update(json.dumps(line, sort_keys=True).encode("utf-8") + b"\n")
     return digest.hexdigest()[:16]
-
-
-def fit_square(img: Image.Image, size: int) -> Image.Image:
-    """RGB, transparency composited onto white, short side resized to `size` (bicubic), centre-cropped."""
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE + (255,)), rgba)
-    img = img.convert("RGB")
-    width, height = img.size
-    scale = size / min(width, height)
-    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-    if new_size != img.size:
-        img = img.resize(new_size, Image.Resampling.BICUBIC)
-    left, top = (new_size[0] - size) // 2, (new_size[1] - size) // 2
-    return img.crop((left, top, left + size, top + size))
-
-
-def load_image(path: str | Path, size: int) -> Image.Image:
-    """Open an image file as a size×size RGB image (EXIF rotation applied, alpha on white, see `fit_square`)."""
-    with Image.open(path) as im:
-        return fit_square(ImageOps.exif_transpose(im), size)
-
-
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as a (3, H, W) float32 tensor in [-1, 1]."""
-    if img.mode != "RGB":
-        raise ValueError(f"expected an RGB image, got mode {img.mode}")
-    pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())  # (H, W, 3)
-    return pixels.permute(2, 0, 1).float() / 127.5 - 1.0  # (3, H, W)
-
-
-def to_pil(tensor: torch.Tensor) -> Image.Image:
-    """The inverse of `to_tensor`: a (3, H, W) tensor in [-1, 1] (clamped, rounded) as an RGB image."""
-    if tensor.ndim != 3 or tensor.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(tensor.shape)}")
-    pixels = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).numpy())  # (H, W, 3)
 
 
 def load_tensors(records: list[Record], size: int) -> torch.Tensor:

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from t2i.data.layout import (TRAIN, DataError, ScanReport, dataset_fingerprint, fit_square, load_image, scan_folder,
-                             to_tensor)
+from t2i.data.layout import TRAIN, DataError, ScanReport, dataset_fingerprint, scan_folder
+from t2i.images import fit_square, load_image, to_tensor
 
 log = logging.getLogger("t2i.data")
 

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from t2i.components import weights_digest, write_component_info
+from t2i.components import weights_digest
 from t2i.evaluation.features import FeatureExtractor, to_batch
+from t2i.training.finish import finish_training
 from t2i.training.trainer import TrainConfig
 
 log = logging.getLogger("t2i.evaluation")
@@ -197,7 +198,8 @@ def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, 
     `t2i.training.trainer.train`. A run stopped by a signal returns {"stopped": ...} and writes no model."""
     from transformers import AutoTokenizer
 
-    from t2i.data import dataset_fingerprint, load_image, scan_folder
+    from t2i.data import dataset_fingerprint, scan_folder
+    from t2i.images import load_image
     from t2i.text import minilm_path
     from t2i.training.trainer import random_batches, train
 
@@ -223,28 +225,26 @@ def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, 
     result = train(model, contrastive_loss, random_batches(tensors, train_cfg.micro_batch_size, seed=train_cfg.seed),
                    train_cfg, log_dir=out_dir, desc="clip", resume=resume, reset_data_position=reset_data_position,
                    data_fingerprint=fingerprint)
-    if result.stopped:
-        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
-    if not result.is_main_process:
-        return {"component": "clip", "is_main_process": False}
-    model.cpu().eval()
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    _write_image_processor(out_dir, size)
-    extractor = ClipExtractor.from_folder(out_dir)
-    accuracy = retrieval_accuracy(extractor, images[:held], captions[:held]) if held else float("nan")
-    info = {
-        "component": "clip",
-        "image_size": size,
-        "data": str(data_dir),
-        "data_split": split,
-        "data_fingerprint": fingerprint,
-        "data_report": report.summary(),
-        "config": {"model": asdict(cfg.model), "train": asdict(train_cfg), "held_out": held},
-        "command": command,
-        "metrics": {"held_out_retrieval_top1": accuracy, "held_out_pairs": held, "final_loss": result.final_loss,
-                    "train_seconds": result.seconds},
-        "losses": result.losses,
-    }
-    write_component_info(out_dir, info)
-    return info
+    def save() -> dict:
+        model.cpu().eval()
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+        _write_image_processor(out_dir, size)
+        extractor = ClipExtractor.from_folder(out_dir)
+        accuracy = retrieval_accuracy(extractor, images[:held], captions[:held]) if held else float("nan")
+        info = {
+            "component": "clip",
+            "image_size": size,
+            "data": str(data_dir),
+            "data_split": split,
+            "data_fingerprint": fingerprint,
+            "data_report": report.summary(),
+            "config": {"model": asdict(cfg.model), "train": asdict(train_cfg), "held_out": held},
+            "command": command,
+            "metrics": {"held_out_retrieval_top1": accuracy, "held_out_pairs": held, "final_loss": result.final_loss,
+                        "train_seconds": result.seconds},
+            "losses": result.losses,
+        }
+        return info
+
+    return finish_training(result, "clip", out_dir, save)

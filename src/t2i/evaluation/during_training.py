@@ -66,3 +66,11 @@ class PeriodicEvaluator:
         log.info("step %d: FID %.2f, CLIP score %.2f (%d images, %s)", step, row["fid"], row["clip_score"], self.n,
                  self.clip.name)
         return row
+
+
+def periodic_evaluator(data_dir: str | Path, cfg, log_dir: str | Path):
+    """`make_evaluator` for `t2i.latent.train.train_generator`: (resolution, cache_dir) -> a `PeriodicEvaluator`
+    with the training config's eval_every, eval_images and eval_clip."""
+    return lambda resolution, cache_dir: PeriodicEvaluator(data_dir, cfg.eval_clip, every=cfg.eval_every,
+                                                           n=cfg.eval_images, resolution=resolution,
+                                                           log_dir=log_dir, cache_dir=cache_dir)

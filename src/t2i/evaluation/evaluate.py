@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,12 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from t2i.data import dataset_fingerprint, scan_folder
+from t2i.files import atomic_folder
 from t2i.data.layout import TRAIN
 from t2i.evaluation import compositional as comp
 from t2i.evaluation.clip import ClipExtractor
 from t2i.evaluation.features import FeatureExtractor
 from t2i.evaluation.metrics import (MIN_FID_SAMPLES, WARN_FID_SAMPLES, FeatureSet, check_comparable, clip_score,
                                     frechet_distance, kernel_distance)
+from t2i.evaluation.report import label, render_report
 from t2i.evaluation.reference import data_image_size, evaluation_subset, reference_features
 
 log = logging.getLogger("t2i.evaluation")
@@ -98,14 +97,6 @@ def generate(pipe, prompts: list[str], seeds: list[int], setting: dict, *, batch
     for i in bar:
         images += pipe(prompts[i : i + batch_size], num_images=1, seed=seeds[i : i + batch_size], **kwargs)
     return images
-
-
-def label(setting: dict) -> str:
-    """"dpmpp_2m, 20 steps, guidance 2" (a variant without some of these settings shows "–")."""
-    def show(v):
-        return "–" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
-
-    return f"{show(setting['sampler'])}, {show(setting['steps'])} steps, guidance {show(setting['guidance'])}"
 
 
 def evaluate_pipeline(pipe, data_dir: str | Path, evaluators: Evaluators, cfg: EvalConfig, *,
@@ -223,19 +214,12 @@ def _compositional(pipe, classifier, specs, seen_keys, setting, cfg: EvalConfig)
 
 def write_report(out_dir: str | Path, metrics: dict, samples: dict) -> Path:
     """metrics.json, report.html and its PNGs, built beside `out_dir` and moved into place at the end."""
-    from t2i.evaluation.report import render_report
-
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "metrics.json").exists():
         raise FileExistsError(f"{out_dir} exists and is not an evaluation report folder; choose another --out")
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    render_report(tmp, metrics, samples)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with atomic_folder(out_dir) as tmp:
+        render_report(tmp, metrics, samples)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     return out_dir
 
 
@@ -252,14 +236,9 @@ def classifier_accuracy_on_renders(classifier, *, render_size: int, n: int) -> d
 def cache_trained(folder: Path, train_into) -> None:
     """Run `train_into(tmp)` in a folder of this process's own, then move it to `folder`. Two evaluations that
     train the same default evaluator at once both finish: whichever moves second keeps the first one's folder."""
-    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    train_into(tmp)
-    try:
-        tmp.rename(folder)
-    except OSError:
-        if not folder.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another process cached it meanwhile
+    with atomic_folder(folder, keep_existing=True) as tmp:
+        tmp.rmdir()  # `train_into` makes its output folder itself, as every trainer does
+        train_into(tmp)
 
 
 def default_clip(data_dir: Path, cache_dir: Path, *, preset: str = "small") -> Path:
@@ -297,7 +276,7 @@ def run_eval(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig, *, dat
              classifier: str | Path | None = None, cache_dir: str | Path, command: str | None = None,
              speed=None) -> dict:
     """`t2i eval`: load the pipeline and the evaluators (training the defaults once), measure, write the report.
-    `speed`: how the pipeline runs its networks (t2i.pipeline.SpeedConfig; None: the defaults)."""
+    `speed`: how the pipeline runs its networks (t2i.latent.speed.SpeedConfig; None: the defaults)."""
     import t2i
     from t2i.evaluation.inception import InceptionExtractor
     from t2i.evaluation.shapes_classifier import ShapesClassifier

@@ -111,12 +111,6 @@ def fid(real: FeatureSet, fake: FeatureSet, *, min_samples: int = MIN_FID_SAMPLE
     return frechet_distance(real.features, fake.features)
 
 
-def kid(real: FeatureSet, fake: FeatureSet, *, min_samples: int = MIN_FID_SAMPLES, seed: int = 0) -> tuple[float, float]:
-    """KID (mean, std) between two comparable feature sets."""
-    check_comparable(real, fake, min_samples=min_samples)
-    return kernel_distance(real.features, fake.features, seed=seed)
-
-
 def clip_score(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
     """Per-pair CLIP score (N,): 100·max(cos, 0) between row i of each (N, D) set."""
     if image_embeddings.shape != text_embeddings.shape:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from t2i.data import load_tensors, scan_folder, to_pil
+from t2i.data import load_tensors, scan_folder
+from t2i.images import to_pil
 from t2i.evaluation.features import FeatureExtractor
 from t2i.evaluation.metrics import MIN_FID_SAMPLES, FeatureSet, fid
 

@@ -18,7 +18,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from t2i.data import Record, dataset_fingerprint, load_image, scan_folder
+from t2i.data import Record, dataset_fingerprint, scan_folder
+from t2i.images import load_image
 from t2i.evaluation.features import FeatureExtractor
 from t2i.evaluation.metrics import FeatureSet
 

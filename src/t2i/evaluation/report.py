@@ -5,10 +5,17 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from t2i.evaluation.evaluate import label
-from t2i.pipeline.preview import grid, slug
+from t2i.images import grid, slug
 
 ATTRIBUTE_ORDER = ("count", "colour", "shape", "size", "position", "relation", "exact")
+
+
+def label(setting: dict) -> str:
+    """"dpmpp_2m, 20 steps, guidance 2" (a variant without some of these settings shows "–")."""
+    def show(v):
+        return "–" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+    return f"{show(setting['sampler'])}, {show(setting['steps'])} steps, guidance {show(setting['guidance'])}"
 
 
 def _plot_fid_vs_clip(points: list[dict], path: Path) -> None:

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2i.components import write_component_info
 from t2i.data.shapes import BACKGROUND, COLOURS, SHAPES, SIZES, ShapesConfig, render_shapes
 from t2i.evaluation.features import to_batch
+from t2i.training.finish import finish_training
 from t2i.training.trainer import TrainConfig
 
 log = logging.getLogger("t2i.evaluation")
@@ -205,20 +205,18 @@ def train_shapes_classifier(out_dir: str | Path, cfg: ShapesClassifierTrainConfi
     result = train(model, classifier_loss, random_batches(tensors, train_cfg.micro_batch_size, seed=train_cfg.seed),
                    train_cfg, log_dir=out_dir, desc="shapes classifier", resume=resume,
                    reset_data_position=reset_data_position)
-    if result.stopped:
-        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
-    if not result.is_main_process:
-        return {"component": "shapes-classifier", "is_main_process": False}
-    model.cpu().eval().requires_grad_(False)
-    model.save_pretrained(out_dir)
-    test_images, test_attributes, _ = rendered_set(cfg.n_test, render_size=side, image_size=side, seed=TEST_SEED)
-    accuracy = reading_accuracy(model, test_images, test_attributes)
-    info = {"component": "shapes-classifier", "image_size": side, "train_seed": TRAIN_SEED, "test_seed": TEST_SEED,
-            "config": {"model": asdict(cfg.model), "n_train": cfg.n_train, "n_test": cfg.n_test,
-                       "train": asdict(train_cfg)},
-            "command": command,
-            "metrics": {"accuracy_on_fresh_renders": accuracy, "final_loss": result.final_loss,
-                        "train_seconds": result.seconds},
-            "losses": result.losses}
-    write_component_info(out_dir, info)
-    return info
+    def save() -> dict:
+        model.cpu().eval().requires_grad_(False)
+        model.save_pretrained(out_dir)
+        test_images, test_attributes, _ = rendered_set(cfg.n_test, render_size=side, image_size=side, seed=TEST_SEED)
+        accuracy = reading_accuracy(model, test_images, test_attributes)
+        info = {"component": "shapes-classifier", "image_size": side, "train_seed": TRAIN_SEED, "test_seed": TEST_SEED,
+                "config": {"model": asdict(cfg.model), "n_train": cfg.n_train, "n_test": cfg.n_test,
+                           "train": asdict(train_cfg)},
+                "command": command,
+                "metrics": {"accuracy_on_fresh_renders": accuracy, "final_loss": result.final_loss,
+                            "train_seconds": result.seconds},
+                "losses": result.losses}
+        return info
+
+    return finish_training(result, "shapes-classifier", out_dir, save)

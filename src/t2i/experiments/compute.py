@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from t2i.generator import GeneratorConfig, build_unet
+from t2i.diffusion.unet import GeneratorConfig, build_unet
 
 COMPUTE_MEASURES = ("cpu_time", "flops")
 

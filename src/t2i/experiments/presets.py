@@ -16,7 +16,8 @@ from t2i.evaluation.clip import CLIP_PRESETS, ClipTrainConfig
 from t2i.evaluation.evaluate import EvalConfig
 from t2i.evaluation.shapes_classifier import ShapesClassifierConfig, ShapesClassifierTrainConfig
 from t2i.experiments.runner import ExperimentConfig, SharedConfig
-from t2i.generator import GENERATOR_PRESETS, GeneratorTrainConfig
+from t2i.diffusion.unet import GENERATOR_PRESETS
+from t2i.latent.train import GeneratorTrainConfig
 from t2i.text import TextEncoderConfig
 from t2i.training.trainer import TrainConfig
 

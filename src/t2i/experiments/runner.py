@@ -29,7 +29,7 @@ from t2i.data import ShapesConfig
 from t2i.evaluation.clip import ClipTrainConfig
 from t2i.evaluation.evaluate import EvalConfig, Evaluators
 from t2i.evaluation.shapes_classifier import ShapesClassifierTrainConfig
-from t2i.generator import GeneratorTrainConfig
+from t2i.latent.train import GeneratorTrainConfig
 
 log = logging.getLogger("t2i.experiments")
 
@@ -202,8 +202,9 @@ def run_one(run_dir: Path, shared: Shared, cfg: ExperimentConfig, generator: Gen
             describe: dict) -> dict:
     """Train one generator, compose it into a pipeline, evaluate it; `describe` (model name, label, seed, ...)
     goes into the result. A finished run is read back; one made with other settings is refused."""
-    from t2i.generator import train_generator
-    from t2i.pipeline import T2IPipeline, compose
+    from t2i.latent.train import train_generator
+    from t2i.latent.pipeline import LatentPipeline
+    from t2i.latent.compose import compose
 
     key = json.loads(json.dumps({"generator": asdict(generator), "eval": asdict(cfg.eval),
                                  "synonym_images": cfg.synonym_images, "sampler": cfg.sampler,
@@ -237,7 +238,7 @@ def run_one(run_dir: Path, shared: Shared, cfg: ExperimentConfig, generator: Gen
         compose(gen_dir, pipe_dir, defaults={"sampler": cfg.sampler, "steps": cfg.sampling_steps,
                                              "guidance": cfg.headline_guidance})
     start = time.process_time()
-    metrics = evaluate_run(T2IPipeline.from_pretrained(pipe_dir), run_dir / "eval", shared, cfg)
+    metrics = evaluate_run(LatentPipeline.from_pretrained(pipe_dir), run_dir / "eval", shared, cfg)
     ledger.add("evaluate", time.process_time() - start)
     # The run is final: its checkpoints and the pipeline folder (copies of the encoder and autoencoder; `t2i compose
     # RUN/generator --out DIR` makes it again) would only take disk space, ~0.1 GB per run with MiniLM.

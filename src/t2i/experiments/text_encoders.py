@@ -2,7 +2,7 @@
 
 The claims it tests (Saharia et al. 2022, Imagen, §4.4 and Fig. 4a): a larger pretrained text encoder improves
 both FID and CLIP score; a pretrained encoder understands words that never occur in the image–caption pairs;
-guidance trades FID for CLIP score. Each encoder of `encoders.encoder_ladder` is one run per seed.
+guidance trades FID for CLIP score. Each encoder of `encoder_ladder.encoder_ladder` is one run per seed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from t2i.experiments import synonyms
-from t2i.experiments.encoders import encoder_ladder
+from t2i.experiments.encoder_ladder import encoder_ladder
 from t2i.experiments.report import write_results
 from t2i.experiments.runner import (ExperimentConfig, append_invocation, prepare_shared, run_one,
                                    write_experiment_record)

@@ -23,7 +23,7 @@ from t2i.experiments import compute
 from t2i.experiments.report import write_results
 from t2i.experiments.runner import (ExperimentConfig, append_invocation, prepare_shared, run_one,
                                    write_experiment_record)
-from t2i.generator import GeneratorConfig
+from t2i.diffusion.unet import GeneratorConfig
 from t2i.text import MINILM
 
 log = logging.getLogger("t2i.experiments")

@@ -1,8 +1,10 @@
 """What every t2i pipeline offers, whatever its intermediate (latent, small image or tokens).
 
-A pipeline is called with prompts and returns PIL images; `stream` turns any such call into a
-preview per step followed by the result. The server, `t2i generate` and `t2i eval` rely on this
-interface alone, so a new variant gets them by implementing `__call__`.
+A pipeline is called with prompts and returns PIL images; `stream` turns any such call into a preview per
+step followed by the result. The server, `t2i generate` and `t2i eval` rely on this interface alone, so a new
+variant gets them by implementing `__call__`. The base class also owns what every variant does the same way:
+prompt encoding with the unconditional embedding cached, one seed per image, the size check, and the PNG
+parameters; a call's settings travel as a frozen `Request`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,27 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from PIL import Image
+
+DEFAULTS = {"sampler": "dpmpp_2m", "steps": 20, "guidance": 3.0}  # sampling settings stored in a pipeline folder
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call's settings, checked, with the pipeline's defaults filled in: one entry per image drawn."""
+
+    prompts: tuple[str, ...]  # the prompt of each image
+    negatives: tuple[str, ...]  # the negative prompt of each image ("" = the unconditional input)
+    seeds: tuple[int, ...]  # image i depends only on seeds[i]
+    steps: int  # denoising steps (the tokens variant: tokens written)
+    guidance: float  # classifier-free guidance scale; 1 = conditional only
+    sampler: str  # one of the pipeline's `samplers`
+    height: int  # output size in pixels
+    width: int
+    options: Any = None  # the variant's own settings (a frozen dataclass of its `options`), or None
 
 
 @dataclass
@@ -31,9 +52,10 @@ class _Cancelled(Exception):
 class Pipeline:
     """The interface of a composed text-to-image pipeline.
 
-    Subclasses set `info` (the folder's t2i.json), `defaults` (sampler, steps, guidance) and `image_size`,
-    and implement `__call__(prompt, *, negative_prompt, num_images, steps, guidance, seed, sampler, height,
-    width, callback) -> list[Image]`, where `callback(step, total, previews)` is called once per step.
+    A variant sets `info` (the folder's t2i.json), `defaults` (sampler, steps, guidance, ...), `samplers`,
+    `options` and `image_size`, calls `Pipeline.__init__` with its text encoder, and implements
+    `__call__(prompt, *, negative_prompt, num_images, steps, guidance, seed, sampler, height, width, callback,
+    **its options) -> list[Image]`, where `callback(step, total, previews)` is called once per step.
     """
 
     info: dict
@@ -41,17 +63,49 @@ class Pipeline:
     samplers: tuple[str, ...] = ()  # the sampler names `__call__` accepts
     options: tuple[str, ...] = ()  # keyword arguments of `__call__` beyond the common ones, for this variant only
 
+    def __init__(self, text_encoder, info: dict, defaults: dict):
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.info = info
+        self.defaults = defaults
+        self._uncond_cache: dict[str, torch.Tensor] = {}
+
     @property
     def image_size(self) -> int:
         raise NotImplementedError
+
+    @property
+    def size_multiple(self) -> int:
+        """Output sides must be positive multiples of this."""
+        return 1
+
+    def size_reason(self) -> str:
+        """Why sides must be multiples of `size_multiple`, for the error message."""
+        return ""
 
     def __call__(self, prompt: str | list[str], *, callback: Callable[[int, int, list[Image.Image]], None] | None = None,
                  **kwargs) -> list[Image.Image]:
         raise NotImplementedError
 
-    def _request(self, prompt, negative_prompt, num_images, steps, guidance, seed, sampler) -> dict:
+    # -- what every variant does the same way ----------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_prompts(self, prompts: list[str] | tuple[str, ...]) -> torch.Tensor:
+        return self.text_encoder.encode(list(prompts))[0]  # (B, L, D)
+
+    def unconditional(self, negatives: tuple[str, ...]) -> torch.Tensor:
+        """The guidance's other input (B, L, D): each image's negative prompt; "" is the unconditional input,
+        whose embedding is the same for every call and computed once."""
+        if all(neg == "" for neg in negatives):
+            if "" not in self._uncond_cache:
+                self._uncond_cache[""] = self.encode_prompts([""])
+            return self._uncond_cache[""].expand(len(negatives), -1, -1)
+        return self.encode_prompts(negatives)
+
+    def request(self, prompt, *, negative_prompt=None, num_images: int = 1, steps=None, guidance=None, seed=None,
+                sampler=None, height=None, width=None, options=None) -> Request:
         """The settings every variant shares, checked, with this pipeline's defaults filled in: one prompt, one
-        negative prompt and one seed per image (`seed` + k for image k, or one each), steps, guidance, sampler."""
+        negative prompt and one seed per image (`seed` + k for image k, or one each), steps, guidance, sampler,
+        and the output size (a positive multiple of `size_multiple`). `options`: the variant's own settings."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("no prompt given")
@@ -79,7 +133,19 @@ class Pipeline:
             seeds = [int(s) for s in seed]
             if len(seeds) != n:
                 raise ValueError(f"{len(seeds)} seeds for {n} images")
-        return dict(prompts=prompts, negatives=negatives, steps=steps, guidance=guidance, sampler=sampler, seeds=seeds)
+        height, width = height or self.image_size, width or self.image_size
+        multiple = self.size_multiple
+        for name, v in (("height", height), ("width", width)):
+            if v < multiple or v % multiple:
+                raise ValueError(f"{name} {v} is not a positive multiple of {multiple} ({self.size_reason()})")
+        return Request(prompts=tuple(prompts), negatives=tuple(negatives), seeds=tuple(seeds), steps=steps,
+                       guidance=guidance, sampler=sampler, height=height, width=width, options=options)
+
+    def label(self, images: list[Image.Image], r: Request, extra: str = "") -> list[Image.Image]:
+        """Write each image's generation parameters into it (`parameters_text`; saved as a PNG text chunk)."""
+        for img, p, neg, k in zip(images, r.prompts, r.negatives, r.seeds):
+            img.info["parameters"] = parameters_text(p, neg, r, k) + extra
+        return images
 
     def stream(self, prompt: str | list[str], **kwargs) -> Iterator[StreamEvent]:
         """Yield a preview per step, then the finished images (`final=True`).
@@ -121,8 +187,8 @@ class Pipeline:
             cancel.set()
 
 
-def parameters_text(prompt: str, negative: str, settings: dict, seed: int) -> str:
+def parameters_text(prompt: str, negative: str, r: Request, seed: int) -> str:
     """AUTOMATIC1111's "parameters" convention, so a PNG carries what reproduces it."""
     text = prompt + (f"\nNegative prompt: {negative}" if negative else "")
-    return (f"{text}\nSteps: {settings['steps']}, Sampler: {settings['sampler']}, CFG scale: {settings['guidance']}, "
-            f"Seed: {seed}, Size: {settings['width']}x{settings['height']}")
+    return (f"{text}\nSteps: {r.steps}, Sampler: {r.sampler}, CFG scale: {r.guidance}, "
+            f"Seed: {seed}, Size: {r.width}x{r.height}")

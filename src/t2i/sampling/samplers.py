@@ -114,7 +114,7 @@ def sample_dpmpp_2m(denoise: Denoise, x: torch.Tensor, timesteps, alphas_cumprod
     to σ = 0, which returns the last x0_hat (diffusers' `final_sigmas_type="zero"`). Schedule-end guard:
     timesteps with λ(t) < lambda_min are clamped to the largest t with λ ≥ lambda_min (diffusers'
     `lambda_min_clipped`; it re-spaces the grid below that t instead), so a few clamped steps may merge.
-    Without it, ε-networks on the cosine schedule blew up (DESIGN.md, Pitfalls). Deterministic: no noise.
+    Without it, ε-networks on the cosine schedule blew up (docs/pitfalls.md). Deterministic: no noise.
     """
     ts = _check(x, timesteps, alphas_cumprod, generators)
     t_max = max_timestep_above(alphas_cumprod.double(), lambda_min) if lambda_min > -math.inf else ts[0]

@@ -17,7 +17,7 @@ TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
 
 # Floor on λ(t) = log(α_t/σ_t) for multistep solvers: diffusers' `lambda_min_clipped` value, below which
 # (ᾱ < 3.7e-5, the last few steps of the cosine schedule) converting an ε-prediction to x0 multiplies the
-# network's error by more than 1/α ≈ 164 and DPM-Solver++(2M) blew up (DESIGN.md, Pitfalls).
+# network's error by more than 1/α ≈ 164 and DPM-Solver++(2M) blew up (docs/pitfalls.md).
 LAMBDA_MIN_CLIPPED = -5.1
 
 

@@ -14,7 +14,7 @@ def dynamic_thresholding(denoise: Denoise, percentile: float = 0.995) -> Denoise
     At every step, per image: s = the `percentile` quantile of |x0_hat| over all its pixels and channels,
     s = max(s, 1); then x0_hat = clamp(x0_hat, −s, s) / s. Predictions already inside [−1, 1] pass unchanged;
     saturated ones (large guidance scales push them out) are pulled back in rather than clipped flat.
-    For pixels in [−1, 1] only: latents have no such range (DESIGN.md, Pitfalls).
+    For pixels in [−1, 1] only: latents have no such range (docs/pitfalls.md).
     """
     if not 0 < percentile <= 1:
         raise ValueError(f"dynamic thresholding percentile must be in (0, 1], got {percentile}")

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
-from t2i.pipeline.preview import save_png
+from t2i.images import save_png
 
 log = logging.getLogger(__name__)
 

@@ -2,17 +2,16 @@
 
 The demo's text encoder is MiniLM's first 3 of 6 layers: on shapes, 3 layers gave higher CLIP scores than all
 6 on both seeds of the encoder experiment (docs/experiments.md), and more colour accuracy at the demo's
-budget (README, "How the recipe was chosen"). Its token embeddings are the third layer's output; the
+budget (docs/demo-recipe.md). Its token embeddings are the third layer's output; the
 embeddings and those layers' weights are MiniLM's, unchanged.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
+from t2i.files import atomic_folder
 from t2i.text.encoder import minilm_path
 
 MINILM_LAYERS = 6  # all-MiniLM-L6-v2's depth
@@ -27,14 +26,11 @@ def is_complete(folder: Path) -> bool:
 def write_encoder(folder: Path, model, tokenizer, *, record: dict | None = None) -> None:
     """Save a transformers encoder and its tokenizer (and `record` as CUT_RECORD) into `folder`, built beside it
     and moved into place, so the folder is complete whenever it exists."""
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if record is not None:
-        (tmp / CUT_RECORD).write_text(json.dumps(record) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if record is not None:
+            (tmp / CUT_RECORD).write_text(json.dumps(record) + "\n")
 
 
 def _recorded_layers(folder: Path) -> int | None:

@@ -4,7 +4,7 @@ Every place that encodes a prompt goes through `TextEncoder.encode`: the embeddi
 training, t2i's sampler, and (by construction of the saved folder) diffusers' StableDiffusionPipeline.
 That pipeline pads to the tokenizer's `model_max_length` and passes the attention mask to the encoder
 only when the encoder's config sets `use_attention_mask`, so both are fixed here and saved with the
-weights (DESIGN.md, Pitfalls: a model trained with the mask but run without it lost 36 points of
+weights (docs/pitfalls.md: a model trained with the mask but run without it lost 36 points of
 colour accuracy). The U-Net cross-attends over all `max_length` positions, padding included, exactly
 as Stable Diffusion does over CLIP's 77; the mask shapes what each position holds.
 """

@@ -12,23 +12,16 @@ There is no diffusers or transformers pipeline class for this layout, so there i
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
-import t2i
-from t2i.components import PIPELINE_INFO, read_component_info, weights_digest
-from t2i.pipeline.compose import CompositionError, text_encoder_folder
+from t2i.version import __version__
+from t2i.components import read_component_info, weights_digest
+from t2i.pipeline.folder import (CompositionError, check_defaults, copy_weights, pipeline_folder, raise_problems,
+                                 read_json, text_encoder_folder, write_pipeline_info)
 from t2i.text import load_text_encoder
 
 # Sampling settings stored in the folder; "steps" is the number of tokens, fixed by the grid.
 TOKENS_DEFAULTS = {"sampler": "autoregressive", "guidance": 3.0, "temperature": 1.0, "top_k": None, "top_p": 1.0}
-
-
-def _json(path: Path) -> dict:
-    if not path.exists():
-        raise FileNotFoundError(f"{path.parent} has no {path.name}")
-    return json.loads(path.read_text())
 
 
 def check_tokens_fit(gpt_config: dict, vq_config: dict, vq_info: dict, gen_info: dict, text_config: dict,
@@ -76,49 +69,39 @@ def compose_tokens(generator_dir: str | Path, out_dir: str | Path, *, text_encod
     vq_dir = Path(autoencoder_dir or gen_info["vq"]["folder"])
     vq_info = read_component_info(vq_dir, "vq")
     text_source, text_folder = text_encoder_folder(text_encoder, gen_info)
-    gpt_config = _json(generator_dir / "config.json")
-    vq_config = _json(vq_dir / "config.json")
-    text_config = _json(text_folder / "config.json")
+    gpt_config = read_json(generator_dir / "config.json")
+    vq_config = read_json(vq_dir / "config.json")
+    text_config = read_json(text_folder / "config.json")
     max_length = gen_info["text_encoder"]["max_length"]
     same = {
         "VQ autoencoder": force or weights_digest(vq_dir) == gen_info["vq"]["weights_digest"],
         "text encoder": force or weights_digest(text_folder) == gen_info["text_encoder"]["weights_digest"],
     }
     problems = check_tokens_fit(gpt_config, vq_config, vq_info, gen_info, text_config, max_length, same_weights=same)
-    if problems:
-        raise CompositionError("these components do not fit:\n  - " + "\n  - ".join(problems))
+    raise_problems(problems)
     if defaults and "steps" in defaults:
         raise ValueError("a tokens pipeline writes one token per step, so it has no steps setting to store")
+    check_defaults(defaults, TOKENS_DEFAULTS, "tokens")
     settings = {**TOKENS_DEFAULTS, **(defaults or {})}
     check_sampling_settings(settings["temperature"], settings["top_k"], settings["top_p"])
 
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / PIPELINE_INFO).exists():
-        raise FileExistsError(f"{out_dir} exists and is not a pipeline folder; choose another --out")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    encoder = load_text_encoder(text_folder, max_length=max_length)
-    encoder.save_pretrained(tmp / "text_encoder", tokenizer_folder=tmp / "tokenizer")
-    for name, src in (("transformer", generator_dir), ("vqvae", vq_dir)):
-        (tmp / name).mkdir()
-        for f in ["config.json", *sorted(p.name for p in src.glob("*.safetensors"))]:
-            shutil.copy2(src / f, tmp / name / f)
-    info = {
-        "t2i_version": t2i.__version__,
-        "variant": "tokens",
-        "image_size": vq_info["image_size"],
-        "fill_code": vq_info["fill_code"],
-        "defaults": settings,
-        "components": {
-            "text_encoder": {"source": str(text_source), **{k: gen_info["text_encoder"][k]
-                                                           for k in ("max_length", "hidden_size")}},
-            "generator": {k: v for k, v in gen_info.items() if k != "losses"} | {"folder": str(generator_dir)},
-            "vq": {k: v for k, v in vq_info.items() if k != "losses"} | {"folder": str(vq_dir)},
-        },
-        "metrics": metrics or {},
-    }
-    (tmp / PIPELINE_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with pipeline_folder(out_dir) as tmp:
+        encoder = load_text_encoder(text_folder, max_length=max_length)
+        encoder.save_pretrained(tmp / "text_encoder", tokenizer_folder=tmp / "tokenizer")
+        for name, src in (("transformer", generator_dir), ("vqvae", vq_dir)):
+            copy_weights(src, tmp / name)
+        write_pipeline_info(tmp, {
+            "t2i_version": __version__,
+            "variant": "tokens",
+            "image_size": vq_info["image_size"],
+            "fill_code": vq_info["fill_code"],
+            "defaults": settings,
+            "components": {
+                "text_encoder": {"source": str(text_source), **{k: gen_info["text_encoder"][k]
+                                                               for k in ("max_length", "hidden_size")}},
+                "generator": {k: v for k, v in gen_info.items() if k != "losses"} | {"folder": str(generator_dir)},
+                "vq": {k: v for k, v in vq_info.items() if k != "losses"} | {"folder": str(vq_dir)},
+            },
+            "metrics": metrics or {},
+        })
     return out_dir

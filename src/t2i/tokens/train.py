@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from t2i.components import read_component_info, weights_digest, write_component_info
+from t2i.components import read_component_info, weights_digest
 from t2i.data.sources import ImageRows, open_source
-from t2i.generator.cache import SHARD_ROWS, sharded_cache, text_rows
+from t2i.training.cache import SHARD_ROWS, sharded_cache, text_rows
 from t2i.text import MINILM, SCRATCH, TextEncoderConfig, build_text_encoder, minilm_path
 from t2i.tokens.model import TokenGeneratorConfig, build_token_generator
 from t2i.tokens.vq import encode_indices, vq_grid_size
 from t2i.training.batches import sample_rand
+from t2i.training.finish import finish_training
 from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
 
 log = logging.getLogger("t2i.tokens")
@@ -124,39 +125,36 @@ def train_tokens(data_dir: str | Path, vq_dir: str | Path, out_dir: str | Path, 
                              cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="tokens", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint)
-    if result.stopped:
-        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
-    if not result.is_main_process:
-        return {"component": "generator", "is_main_process": False}
-
-    final = result.ema if result.ema is not None else model
-    final.cpu().save_pretrained(out_dir)
-    info = {
-        "component": "generator",
-        "kind": "tokens",
-        "image_size": image_size,
-        "grid_size": grid,
-        "codebook_size": codebook_size,
-        "text_encoder": {
-            "source": cfg.text.source,
-            "folder": str(text_folder),
-            "max_length": text_encoder.max_length,
-            "hidden_size": text_encoder.hidden_size,
-            "weights_digest": weights_digest(text_folder),
-        },
-        "vq": {
-            "folder": str(vq_dir),
-            "weights_digest": vq_digest,
-            "codebook_size": codebook_size,
+    def save() -> dict:
+        final = result.ema if result.ema is not None else model
+        final.cpu().save_pretrained(out_dir)
+        info = {
+            "component": "generator",
+            "kind": "tokens",
+            "image_size": image_size,
             "grid_size": grid,
-        },
-        "data": str(data_dir),
-        "data_fingerprint": fingerprint,
-        "data_report": source.report.summary(),
-        "config": asdict(cfg),
-        "command": command,
-        "metrics": result.metrics(),
-        "losses": result.losses,
-    }
-    write_component_info(out_dir, info)
-    return info
+            "codebook_size": codebook_size,
+            "text_encoder": {
+                "source": cfg.text.source,
+                "folder": str(text_folder),
+                "max_length": text_encoder.max_length,
+                "hidden_size": text_encoder.hidden_size,
+                "weights_digest": weights_digest(text_folder),
+            },
+            "vq": {
+                "folder": str(vq_dir),
+                "weights_digest": vq_digest,
+                "codebook_size": codebook_size,
+                "grid_size": grid,
+            },
+            "data": str(data_dir),
+            "data_fingerprint": fingerprint,
+            "data_report": source.report.summary(),
+            "config": asdict(cfg),
+            "command": command,
+            "metrics": result.metrics(),
+            "losses": result.losses,
+        }
+        return info
+
+    return finish_training(result, "generator", out_dir, save)

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.autoencoder.model import psnr
-from t2i.components import write_component_info
 from t2i.data.sources import held_out_split, open_source
 from t2i.tokens.vq import VQConfig, build_vq, codebook_usage, decode_indices, encode_indices, nearest_codes
+from t2i.training.finish import finish_training
 from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
 
 log = logging.getLogger("t2i.tokens")
@@ -113,47 +113,44 @@ def train_vq(data_dir: str | Path, out_dir: str | Path, cfg: VQTrainConfig, *, c
     trainee = VQTrainee(vq, cfg.reinit_every)
     result = train(trainee, vq_loss(cfg.commitment), batches, cfg.train, log_dir=out_dir, desc="vq", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint)
-    if result.stopped:
-        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
-    if not result.is_main_process:
-        return {"component": "vq", "is_main_process": False}
+    def save() -> dict:
+        vq.cpu().eval()  # measurements below run on the CPU, where the images are
+        train_grids = encode_indices(vq, train_images[torch.arange(min(2048, len(train_images)))])
+        usage_train = codebook_usage(train_grids, cfg.model.codebook_size)
+        # The code that fills the not-yet-written part of the grid in previews: the most frequent one (on shapes,
+        # the background), so a partial image looks like an unfinished drawing rather than noise.
+        fill_code = int(torch.bincount(train_grids.flatten(), minlength=cfg.model.codebook_size).argmax())
+        if held:
+            test_grids = encode_indices(vq, test_images)
+            recon = torch.cat([decode_indices(vq, test_grids[i : i + 128]) for i in range(0, held, 128)])
+            held_out_psnr = psnr(recon, test_images).mean().item()
+            usage_test = codebook_usage(test_grids, cfg.model.codebook_size)
+        else:
+            held_out_psnr, usage_test = float("nan"), None
+        vq.save_pretrained(out_dir, safe_serialization=True)
+        info = {
+            "component": "vq",
+            "kind": "vq",
+            "image_size": cfg.model.image_size,
+            "downsampling_factor": cfg.model.downsampling_factor,
+            "grid_size": cfg.model.grid_size,
+            "codebook_size": cfg.model.codebook_size,
+            "fill_code": fill_code,
+            "data": str(data_dir),
+            "data_fingerprint": fingerprint,
+            "data_report": source.report.summary(),
+            "config": asdict(cfg),
+            "command": command,
+            "metrics": {
+                "psnr_held_out": held_out_psnr,
+                "held_out_images": held,
+                "codebook_usage_train": usage_train,
+                "codebook_usage_held_out": usage_test,
+                "codes_restarted": int(trainee.codes_restarted),
+                **result.metrics(),
+            },
+            "losses": result.losses,
+        }
+        return info
 
-    vq.cpu().eval()  # measurements below run on the CPU, where the images are
-    train_grids = encode_indices(vq, train_images[torch.arange(min(2048, len(train_images)))])
-    usage_train = codebook_usage(train_grids, cfg.model.codebook_size)
-    # The code that fills the not-yet-written part of the grid in previews: the most frequent one (on shapes,
-    # the background), so a partial image looks like an unfinished drawing rather than noise.
-    fill_code = int(torch.bincount(train_grids.flatten(), minlength=cfg.model.codebook_size).argmax())
-    if held:
-        test_grids = encode_indices(vq, test_images)
-        recon = torch.cat([decode_indices(vq, test_grids[i : i + 128]) for i in range(0, held, 128)])
-        held_out_psnr = psnr(recon, test_images).mean().item()
-        usage_test = codebook_usage(test_grids, cfg.model.codebook_size)
-    else:
-        held_out_psnr, usage_test = float("nan"), None
-    vq.save_pretrained(out_dir, safe_serialization=True)
-    info = {
-        "component": "vq",
-        "kind": "vq",
-        "image_size": cfg.model.image_size,
-        "downsampling_factor": cfg.model.downsampling_factor,
-        "grid_size": cfg.model.grid_size,
-        "codebook_size": cfg.model.codebook_size,
-        "fill_code": fill_code,
-        "data": str(data_dir),
-        "data_fingerprint": fingerprint,
-        "data_report": source.report.summary(),
-        "config": asdict(cfg),
-        "command": command,
-        "metrics": {
-            "psnr_held_out": held_out_psnr,
-            "held_out_images": held,
-            "codebook_usage_train": usage_train,
-            "codebook_usage_held_out": usage_test,
-            "codes_restarted": int(trainee.codes_restarted),
-            **result.metrics(),
-        },
-        "losses": result.losses,
-    }
-    write_component_info(out_dir, info)
-    return info
+    return finish_training(result, "vq", out_dir, save)

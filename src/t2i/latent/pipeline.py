@@ -1,6 +1,6 @@
-"""The composed system: prompt → text encoder → sampler over the generator → decoder → images.
+"""The latent variant composed: prompt → text encoder → sampler over the U-Net's latents → VAE decoder → images.
 
-`T2IPipeline` holds no per-call state: each call builds its own denoiser, noise and sampler run, so
+`LatentPipeline` holds no per-call state: each call builds its own denoiser, noise and sampler run, so
 concurrent calls cannot corrupt each other. Image i depends only on seed i, whatever the batch.
 """
 
@@ -13,11 +13,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from t2i.data import to_pil
+from t2i.images import to_pil
 from t2i.components import PIPELINE_INFO, weights_digest
-from t2i.pipeline.base import Pipeline, parameters_text
-from t2i.pipeline.compose import DEFAULTS
-from t2i.pipeline.speed import SpeedConfig, prepare_unet
+from t2i.pipeline.base import DEFAULTS, Pipeline, Request
+from t2i.latent.speed import SpeedConfig, prepare_unet
 from t2i.sampling import (
     SAMPLERS,
     Denoiser,
@@ -47,21 +46,20 @@ def _pipeline_text_encoder(folder: Path, info: dict) -> TextEncoder:
     return load_text_encoder(MINILM, max_length=int(recorded["max_length"]))
 
 
-class T2IPipeline(Pipeline):
+class LatentPipeline(Pipeline):
     """The latent variant (Stable Diffusion's): text encoder → U-Net over autoencoder latents → VAE decoder."""
 
     samplers = tuple(SAMPLERS)
 
     def __init__(self, text_encoder: TextEncoder, unet, vae, scheduler_config: dict, info: dict, *,
                  speed: SpeedConfig | None = None, preview_decoder=None):
-        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        super().__init__(text_encoder, info, {**DEFAULTS, **info.get("defaults", {})})
         self.unet = unet.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
         self.speed = speed or SpeedConfig()
         self._unet_module = prepare_unet(self.unet, self.speed)  # what the sampler calls (maybe compiled)
-        # The tiny decoder fitted after autoencoder training (t2i.pipeline.preview_decoder), or None.
+        # The tiny decoder fitted after autoencoder training (t2i.autoencoder.preview_decoder), or None.
         self.preview_decoder = preview_decoder.eval().requires_grad_(False) if preview_decoder is not None else None
-        self.info = info
         self.prediction_type = scheduler_config["prediction_type"]
         self.schedule = NoiseScheduleConfig(
             num_train_timesteps=scheduler_config["num_train_timesteps"],
@@ -73,16 +71,14 @@ class T2IPipeline(Pipeline):
         self.alphas_cumprod = alphas_cumprod(self.schedule)
         self.latent_scaling_factor = float(vae.config.scaling_factor)
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.size_multiple = self.vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
-        self.defaults = {**DEFAULTS, **info.get("defaults", {})}
-        self._uncond_cache: dict[str, torch.Tensor] = {}
+        self.unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, *, speed: SpeedConfig | None = None) -> T2IPipeline:
+    def from_pretrained(cls, folder: str | Path, *, speed: SpeedConfig | None = None) -> LatentPipeline:
         """Load a folder written by `t2i compose` (float32, CPU), to run with the options of `speed`."""
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        from t2i.pipeline.preview_decoder import load_preview_decoder
+        from t2i.autoencoder.preview_decoder import load_preview_decoder
 
         folder = Path(folder)
         if not (folder / "model_index.json").exists():
@@ -99,11 +95,14 @@ class T2IPipeline(Pipeline):
     def image_size(self) -> int:
         return self.unet.config.sample_size * self.vae_factor
 
-    # -- the pieces -------------------------------------------------------------------------------
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_factor * self.unet_factor
 
-    @torch.inference_mode()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        return self.text_encoder.encode(prompts)[0]  # (B, L, D)
+    def size_reason(self) -> str:
+        return f"autoencoder factor {self.vae_factor} × U-Net factor {self.unet_factor}"
+
+    # -- the pieces -------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
@@ -120,41 +119,23 @@ class T2IPipeline(Pipeline):
         pixels = self.preview_decoder(latents / self.latent_scaling_factor)  # (B, 3, H, W) in [-1, 1]
         return [to_pil(p) for p in pixels]
 
-    def _settings(self, prompt, negative_prompt, num_images, steps, guidance, seed, sampler, height, width):
-        s = self._request(prompt, negative_prompt, num_images, steps, guidance, seed, sampler)
-        height, width = height or self.image_size, width or self.image_size
-        for name, v in (("height", height), ("width", width)):
-            if v < self.size_multiple or v % self.size_multiple:
-                raise ValueError(f"{name} {v} is not a positive multiple of {self.size_multiple} "
-                                 f"(autoencoder factor {self.vae_factor} × U-Net factor "
-                                 f"{self.size_multiple // self.vae_factor})")
-        return {**s, "height": height, "width": width}
-
     @torch.inference_mode()
-    def _sample(self, s: dict, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Run the sampler for settings `s`; returns scaled latents (B, c, h, w)."""
-        cond = self.encode_prompts(s["prompts"])
-        uncond = self._uncond(s["negatives"]) if s["guidance"] != 1 else None
+    def _sample(self, r: Request, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Run the sampler for request `r`; returns scaled latents (B, c, h, w)."""
+        cond = self.encode_prompts(r.prompts)
+        uncond = self.unconditional(r.negatives) if r.guidance != 1 else None
         # A network per run: the reused text keys/values live exactly as long as this run.
         net = unet_network(self._unet_module, reuse_text_kv=self.speed.reuse_text_kv and not self.speed.compile,
                            autocast_dtype=torch.bfloat16 if self.speed.bf16 else None)
         denoiser = Denoiser(net, self.alphas_cumprod, self.prediction_type)
-        denoise = guided(denoiser, cond, uncond, s["guidance"])
-        generators = [torch.Generator().manual_seed(k) for k in s["seeds"]]
-        shape = (self.unet.config.in_channels, s["height"] // self.vae_factor, s["width"] // self.vae_factor)
+        denoise = guided(denoiser, cond, uncond, r.guidance)
+        generators = [torch.Generator().manual_seed(k) for k in r.seeds]
+        shape = (self.unet.config.in_channels, r.height // self.vae_factor, r.width // self.vae_factor)
         x = per_image_randn(shape, generators)  # (B, c, h, w)
-        timesteps = spaced_timesteps(self.schedule.num_train_timesteps, s["steps"], self.timestep_spacing)
+        timesteps = spaced_timesteps(self.schedule.num_train_timesteps, r.steps, self.timestep_spacing)
         callback = (lambda i, x_t, x0: on_step(i, x0)) if on_step else None
-        return get_sampler(s["sampler"])(denoise, x, timesteps, self.alphas_cumprod,
+        return get_sampler(r.sampler)(denoise, x, timesteps, self.alphas_cumprod,
                                          generators=generators, callback=callback)
-
-    def _uncond(self, negatives: list[str]) -> torch.Tensor:
-        # The empty prompt's embedding is the same for every call: compute it once.
-        if all(neg == "" for neg in negatives):
-            if "" not in self._uncond_cache:
-                self._uncond_cache[""] = self.encode_prompts([""])
-            return self._uncond_cache[""].expand(len(negatives), -1, -1)
-        return self.encode_prompts(negatives)
 
     # -- the public calls ------------------------------------------------------------------------
 
@@ -165,9 +146,7 @@ class T2IPipeline(Pipeline):
                  ) -> list[Image.Image]:
         """Generate `num_images` images per prompt. `seed` is a base seed (image k gets seed + k) or one seed
         per image. `callback(step, total, previews)` receives each step's decoded clean-image prediction."""
-        s = self._settings(prompt, negative_prompt, num_images, steps, guidance, seed, sampler, height, width)
-        on_step = (lambda i, x0: callback(i + 1, s["steps"], self.decode_preview(x0))) if callback else None
-        images = self.decode(self._sample(s, on_step))
-        for img, p, neg, k in zip(images, s["prompts"], s["negatives"], s["seeds"]):
-            img.info["parameters"] = parameters_text(p, neg, s, k)
-        return images
+        r = self.request(prompt, negative_prompt=negative_prompt, num_images=num_images, steps=steps,
+                         guidance=guidance, seed=seed, sampler=sampler, height=height, width=width)
+        on_step = (lambda i, x0: callback(i + 1, r.steps, self.decode_preview(x0))) if callback else None
+        return self.label(self.decode(self._sample(r, on_step)), r)

@@ -1,7 +1,7 @@
 """The cascade variant (Imagen's): prompt → text encoder → pixel U-Net drawing a small image → super-resolution
 stages, each a diffusion model conditioned on the image before it.
 
-Like `T2IPipeline`, it holds no per-call state. Image i depends only on seed i at every stage: one
+Like `LatentPipeline`, it holds no per-call state. Image i depends only on seed i at every stage: one
 `torch.Generator` per image supplies the base's noise, then each stage's augmentation and starting noise.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,9 +19,8 @@ from PIL import Image
 
 from t2i.cascade.sample import super_resolve
 from t2i.components import PIPELINE_INFO
-from t2i.data import to_pil
-from t2i.pipeline.base import Pipeline, parameters_text
-from t2i.pipeline.compose import DEFAULTS
+from t2i.images import to_pil
+from t2i.pipeline.base import DEFAULTS, Pipeline, Request
 from t2i.sampling import (
     SAMPLERS,
     Denoiser,
@@ -42,6 +42,15 @@ CASCADE_DEFAULTS = {
 }
 
 
+@dataclass(frozen=True)
+class CascadeOptions:
+    """A cascade call's own settings (`Request.options`)."""
+
+    upsampler_steps: int  # sampling steps of each super-resolution stage
+    noise_levels: tuple[int, ...]  # each stage's augmentation level of the small image (a training timestep)
+    dynamic_threshold: float | None  # percentile of Imagen's dynamic thresholding at every stage; None: off
+
+
 class CascadePipeline(Pipeline):
     """Text encoder → base U-Net over small RGB images → one or more super-resolution U-Nets."""
 
@@ -51,14 +60,11 @@ class CascadePipeline(Pipeline):
     def __init__(self, text_encoder: TextEncoder, base, upsamplers: list, info: dict):
         if len(upsamplers) != len(info["upsamplers"]):
             raise ValueError(f"{len(upsamplers)} upsampler networks for {len(info['upsamplers'])} stages")
-        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        super().__init__(text_encoder, info, {**DEFAULTS, **CASCADE_DEFAULTS, **info.get("defaults", {})})
         self.base = base.eval().requires_grad_(False)
         self.upsamplers = [u.eval().requires_grad_(False) for u in upsamplers]
-        self.info = info
         self.base_stage = info["base"]  # image_size, prediction_type, schedule
         self.stages = info["upsamplers"]  # each: low_size, image_size, prediction_type, schedule, noise_level
-        self.defaults = {**DEFAULTS, **CASCADE_DEFAULTS, **info.get("defaults", {})}
-        self._uncond_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> CascadePipeline:
@@ -91,11 +97,10 @@ class CascadePipeline(Pipeline):
             m = math.lcm(m, u // math.gcd(u, enlarged))
         return m * math.prod(self.factors)
 
-    # -- the pieces -------------------------------------------------------------------------------
+    def size_reason(self) -> str:
+        return f"upsampling {'×'.join(map(str, self.factors)) or '1'} × the U-Nets' factors"
 
-    @torch.inference_mode()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        return self.text_encoder.encode(prompts)[0]  # (B, L, D)
+    # -- the pieces -------------------------------------------------------------------------------
 
     def decode(self, pixels: torch.Tensor, size: tuple[int, int] | None = None) -> list[Image.Image]:
         """Pixels (B, 3, h, w) in [−1, 1] to PIL images, enlarged (nearest neighbour) to `size` if given."""
@@ -103,15 +108,7 @@ class CascadePipeline(Pipeline):
             pixels = F.interpolate(pixels.float(), size=size, mode="nearest")
         return [to_pil(p) for p in pixels]
 
-    def _settings(self, prompt, negative_prompt, num_images, steps, guidance, seed, sampler, height, width,
-                  upsampler_steps, noise_level, dynamic_threshold) -> dict:
-        s = self._request(prompt, negative_prompt, num_images, steps, guidance, seed, sampler)
-        height, width = height or self.image_size, width or self.image_size
-        multiple = self.size_multiple
-        for name, v in (("height", height), ("width", width)):
-            if v < multiple or v % multiple:
-                raise ValueError(f"{name} {v} is not a positive multiple of {multiple} (upsampling "
-                                 f"{'×'.join(map(str, self.factors)) or '1'} × the U-Nets' factors)")
+    def _options(self, upsampler_steps, noise_level, dynamic_threshold) -> CascadeOptions:
         upsampler_steps = int(upsampler_steps if upsampler_steps is not None else self.defaults["upsampler_steps"])
         if upsampler_steps < 1:
             raise ValueError(f"upsampler steps must be at least 1, got {upsampler_steps}")
@@ -128,48 +125,41 @@ class CascadePipeline(Pipeline):
         threshold = dynamic_threshold if dynamic_threshold is not None else self.defaults["dynamic_threshold"]
         if threshold is not None and not 0 <= threshold <= 1:
             raise ValueError(f"dynamic thresholding percentile must be in (0, 1] (0: off), got {threshold}")
-        return {**s, "height": height, "width": width, "upsampler_steps": upsampler_steps, "noise_levels": levels,
-                "dynamic_threshold": threshold or None}
-
-    def _uncond(self, negatives: list[str]) -> torch.Tensor:
-        if all(neg == "" for neg in negatives):  # the empty prompt's embedding is the same for every call
-            if "" not in self._uncond_cache:
-                self._uncond_cache[""] = self.encode_prompts([""])
-            return self._uncond_cache[""].expand(len(negatives), -1, -1)
-        return self.encode_prompts(negatives)
+        return CascadeOptions(upsampler_steps, tuple(levels), threshold or None)
 
     @torch.inference_mode()
-    def _sample(self, s: dict, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Run every stage for settings `s`; returns pixels (B, 3, H, W) in [−1, 1]. `on_step(k, x0_hat)` is
+    def _sample(self, r: Request, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Run every stage for request `r`; returns pixels (B, 3, H, W) in [−1, 1]. `on_step(k, x0_hat)` is
         called with k counting the steps of all stages."""
-        cond = self.encode_prompts(s["prompts"])
-        uncond = self._uncond(s["negatives"]) if s["guidance"] != 1 else None
-        generators = [torch.Generator().manual_seed(k) for k in s["seeds"]]
-        threshold = s["dynamic_threshold"]
+        o: CascadeOptions = r.options
+        cond = self.encode_prompts(r.prompts)
+        uncond = self.unconditional(r.negatives) if r.guidance != 1 else None
+        generators = [torch.Generator().manual_seed(k) for k in r.seeds]
+        threshold = o.dynamic_threshold
         f = math.prod(self.factors)
 
         stage = self.base_stage
         ac = alphas_cumprod(NoiseScheduleConfig(**stage["schedule"]))
-        denoise = guided(Denoiser(unet_network(self.base), ac, stage["prediction_type"]), cond, uncond, s["guidance"])
+        denoise = guided(Denoiser(unet_network(self.base), ac, stage["prediction_type"]), cond, uncond, r.guidance)
         if threshold is not None:
             denoise = dynamic_thresholding(denoise, threshold)
-        x = per_image_randn((3, s["height"] // f, s["width"] // f), generators)  # (B, 3, h, w)
-        timesteps = spaced_timesteps(ac.shape[0], s["steps"])
+        x = per_image_randn((3, r.height // f, r.width // f), generators)  # (B, 3, h, w)
+        timesteps = spaced_timesteps(ac.shape[0], r.steps)
 
         def callback(offset: int):
             return (lambda i, x_t, x0: on_step(offset + i, x0)) if on_step else None
 
-        pixels = get_sampler(s["sampler"])(denoise, x, timesteps, ac, generators=generators,
+        pixels = get_sampler(r.sampler)(denoise, x, timesteps, ac, generators=generators,
                                            callback=callback(0)).clamp(-1, 1)
-        done = s["steps"]
-        for stage, unet, level in zip(self.stages, self.upsamplers, s["noise_levels"]):
+        done = r.steps
+        for stage, unet, level in zip(self.stages, self.upsamplers, o.noise_levels):
             ac = alphas_cumprod(NoiseScheduleConfig(**stage["schedule"]))
             pixels = super_resolve(
                 unet, pixels, factor=stage["image_size"] // stage["low_size"], alphas_cumprod=ac,
                 prediction_type=stage["prediction_type"], noise_level=level,
-                timesteps=spaced_timesteps(ac.shape[0], s["upsampler_steps"]), sampler=s["sampler"],
+                timesteps=spaced_timesteps(ac.shape[0], o.upsampler_steps), sampler=r.sampler,
                 generators=generators, dynamic_threshold=threshold, callback=callback(done)).clamp(-1, 1)
-            done += s["upsampler_steps"]
+            done += o.upsampler_steps
         return pixels
 
     # -- the public call -------------------------------------------------------------------------
@@ -180,17 +170,15 @@ class CascadePipeline(Pipeline):
                  width: int | None = None, callback: Callable[[int, int, list[Image.Image]], None] | None = None,
                  upsampler_steps: int | None = None, noise_level: int | list[int] | None = None,
                  dynamic_threshold: float | None = None) -> list[Image.Image]:
-        """Generate `num_images` images per prompt (seeds as in `T2IPipeline`). `steps` and `guidance` are the
+        """Generate `num_images` images per prompt (seeds as in `LatentPipeline`). `steps` and `guidance` are the
         base's; each upsampler runs `upsampler_steps` steps with its augmentation level `noise_level` (one for
         all stages, one per stage, or None: each stage's recorded level). `dynamic_threshold` is a percentile
         (0: off). `callback(step, total, previews)` gets each step's predicted clean image, stage after stage,
         enlarged to the output size; `total` counts the steps of every stage."""
-        s = self._settings(prompt, negative_prompt, num_images, steps, guidance, seed, sampler, height, width,
-                           upsampler_steps, noise_level, dynamic_threshold)
-        total = s["steps"] + len(self.stages) * s["upsampler_steps"]
-        size = (s["height"], s["width"])
+        options = self._options(upsampler_steps, noise_level, dynamic_threshold)
+        r = self.request(prompt, negative_prompt=negative_prompt, num_images=num_images, steps=steps,
+                         guidance=guidance, seed=seed, sampler=sampler, height=height, width=width, options=options)
+        total = r.steps + len(self.stages) * options.upsampler_steps
+        size = (r.height, r.width)
         on_step = (lambda k, x0: callback(k + 1, total, self.decode(x0.clamp(-1, 1), size))) if callback else None
-        images = self.decode(self._sample(s, on_step))
-        for img, p, neg, k in zip(images, s["prompts"], s["negatives"], s["seeds"]):
-            img.info["parameters"] = parameters_text(p, neg, s, k)
-        return images
+        return self.label(self.decode(self._sample(r, on_step)), r)

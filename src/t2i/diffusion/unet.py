@@ -1,4 +1,5 @@
-"""Component 2: the latent diffusion generator, a diffusers `UNet2DConditionModel` with cross-attention."""
+"""The text-conditioned U-Net of the diffusion variants (the latent generator, the cascade's base): a diffusers
+`UNet2DConditionModel` with cross-attention to the text."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class GeneratorConfig:
     schedule: NoiseScheduleConfig = field(  # the DDPM noise schedule. Cosine rather than Stable Diffusion's
         # scaled_linear: its last step is pure noise (ᾱ ≈ 0 instead of 0.0047), so training never lets the network
         # read the colour from a leftover of the image that sampling's pure noise lacks (Lin et al. 2024); shapes
-        # colour accuracy rose from 80–83 % to 87–89 % at equal steps (README, "How the recipe was chosen")
+        # colour accuracy rose from 80–83 % to 87–89 % at equal steps (docs/demo-recipe.md)
         default_factory=lambda: NoiseScheduleConfig(beta_schedule="squaredcos_cap_v2"))
     pooled_text_heads: int = 0  # > 0: also add an attention-pooled summary of the prompt to the timestep
     # embedding (diffusers' addition_embed_type="text", from DeepFloyd IF), with this many heads, which must

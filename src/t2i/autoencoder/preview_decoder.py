@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger("t2i.pipeline")
+log = logging.getLogger("t2i.autoencoder")
 
 PREVIEW_FOLDER = "preview_decoder"  # subfolder of an autoencoder folder (or of a pipeline's vae/)
 

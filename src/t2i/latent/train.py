@@ -7,7 +7,9 @@ parameterisation's target. Caption dropout replaces the text with the empty prom
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,20 +17,25 @@ import torch
 from torch import nn
 
 from t2i.autoencoder.model import downsampling_factor
-from t2i.components import read_component_info, weights_digest, write_component_info
+from t2i.components import read_component_info, weights_digest
 from t2i.data.layout import TRAIN
 from t2i.data.sources import ImageRows, open_source
-from t2i.generator.cache import SHARD_ROWS, latent_rows, sharded_cache
-from t2i.generator.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
-from t2i.generator.loss import diffusion_loss
-from t2i.generator.model import GeneratorConfig, build_unet
-from t2i.generator.sample_grid import sample_grid_hook
-from t2i.sampling import Denoiser, alphas_cumprod
+from t2i.training.cache import SHARD_ROWS, latent_rows, sharded_cache
+from t2i.text.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
+from t2i.diffusion.loss import diffusion_loss
+from t2i.diffusion.unet import GeneratorConfig, build_unet
+from t2i.images import grid
+from t2i.latent.pipeline import LatentPipeline
+from t2i.sampling import Denoiser, alphas_cumprod, diffusers_scheduler_config
 from t2i.text import SCRATCH, TextEncoderConfig
 from t2i.training.batches import sample_rand, sample_randn
+from t2i.training.finish import finish_training
 from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
 
-log = logging.getLogger("t2i.generator")
+log = logging.getLogger("t2i.latent")
+
+GRID_STEPS = 20  # DPM-Solver++(2M) steps of the sample grids drawn during training
+GRID_GUIDANCE = 2.0  # classifier-free guidance scale of the grids
 
 
 @dataclass
@@ -67,7 +74,8 @@ def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: flo
 def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: str | Path,
                     cfg: GeneratorTrainConfig, *, cache_dir: str | Path | None = None,
                     command: str | None = None, resume: bool | str | Path = False,
-                    reset_data_position: bool = False, split: str | None = TRAIN) -> dict:
+                    reset_data_position: bool = False, split: str | None = TRAIN,
+                    make_evaluator: Callable[[int, Path], Callable] | None = None) -> dict:
     """Cache latents and text embeddings, train the U-Net (and a from-scratch encoder), save the component.
 
     `data_dir`: any source `open_source` reads (imagefolder, WebDataset shards, a `datasets` folder);
@@ -77,7 +85,10 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     `resume`/`reset_data_position`: see `t2i.training.trainer.train` (checkpoints need
     cfg.train.checkpoint_every > 0). Under `accelerate launch`/`torchrun`, the caches are computed by all
     processes in parallel and only rank 0 writes the component. A run stopped by SIGTERM/SIGINT returns
-    {"stopped": ...} with the checkpoint to resume from, and writes no component.
+    {"stopped": ...} with the checkpoint to resume from, and writes no component. With cfg.eval_every > 0,
+    `make_evaluator(image_size, cache_dir)` builds the check run every cfg.eval_every steps as
+    `check(step, make_pipeline)` (t2i.evaluation.during_training.periodic_evaluator); training imports no
+    evaluation code itself.
     """
     from diffusers import AutoencoderKL
 
@@ -85,6 +96,9 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
     if cfg.eval_every > 0 and not cfg.eval_clip:  # before anything is written
         raise ValueError("FID during training needs a CLIP folder (--eval-clip; make one with t2i train clip)")
+    if cfg.eval_every > 0 and make_evaluator is None:
+        raise ValueError("FID during training needs make_evaluator= (t2i.evaluation.during_training."
+                         "periodic_evaluator builds one from the config)")
     ae_info = read_component_info(autoencoder_dir, "autoencoder")
     vae = AutoencoderKL.from_pretrained(autoencoder_dir, use_safetensors=True).eval().requires_grad_(False)
     scaling_factor = float(vae.config.scaling_factor)
@@ -123,75 +137,69 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     loss_fn = generator_loss(denoiser, cfg.model, scaling_factor, text.uncond, text.text_table)
     batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     prompts = sorted(set(captions))[:4]
-    on_sample = sample_grid_hook(out_dir / "samples", vae, cfg.model, scaling_factor, prompts,
-                                 None if text.scratch else text.encoder)
-    on_log = _periodic_eval(cfg, data_dir, vae, out_dir, cache_dir, model, text.encoder, text.scratch, image_size,
-                            main=processes.is_main_process)
+    on_sample = sample_grid_hook(out_dir / "samples", vae, cfg.model, prompts, text.encoder, text.scratch)
+    on_log = None
+    if cfg.eval_every > 0 and processes.is_main_process:
+        evaluator = make_evaluator(image_size, cache_dir)
+
+        def on_log(step: int, loss: float) -> None:
+            evaluator(step, lambda: snapshot_pipeline(model, text.encoder, text.scratch, vae, cfg.model))
     result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="generator", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint, on_sample=on_sample,
                    on_log=on_log)
-    if result.stopped:
-        return {"stopped": result.stopped, "step": result.last_step, "checkpoint": str(result.checkpoint)}
-    if not result.is_main_process:
-        return {"component": "generator", "is_main_process": False}
+    def save() -> dict:
+        final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
+        final_unet.save_pretrained(out_dir, safe_serialization=True)
+        info = {
+            "component": "generator",
+            "kind": "latent-diffusion",
+            "prediction_type": cfg.model.prediction_type,
+            "schedule": asdict(cfg.model.schedule),
+            "image_size": image_size,
+            "latent_size": latent_size,
+            "text_encoder": text_encoder_info(cfg.text, text),
+            "autoencoder": {
+                "folder": str(autoencoder_dir),
+                "weights_digest": vae_digest,
+                "latent_scaling_factor": scaling_factor,
+                "downsampling_factor": f,
+            },
+            "data": str(data_dir),
+            "data_split": split,
+            "data_fingerprint": fingerprint,
+            "data_report": source.report.summary(),
+            "captions_per_image": "all (one drawn per step)" if several else "first",
+            "config": asdict(cfg),
+            "command": command,
+            "metrics": result.metrics(),
+            "losses": result.losses,
+        }
+        if on_log is not None:
+            info["eval_during_training"] = evaluator.rows
+        return info
 
-    final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
-    final_unet.save_pretrained(out_dir, safe_serialization=True)
-    info = {
-        "component": "generator",
-        "kind": "latent-diffusion",
-        "prediction_type": cfg.model.prediction_type,
-        "schedule": asdict(cfg.model.schedule),
-        "image_size": image_size,
-        "latent_size": latent_size,
-        "text_encoder": text_encoder_info(cfg.text, text),
-        "autoencoder": {
-            "folder": str(autoencoder_dir),
-            "weights_digest": vae_digest,
-            "latent_scaling_factor": scaling_factor,
-            "downsampling_factor": f,
-        },
-        "data": str(data_dir),
-        "data_split": split,
-        "data_fingerprint": fingerprint,
-        "data_report": source.report.summary(),
-        "captions_per_image": "all (one drawn per step)" if several else "first",
-        "config": asdict(cfg),
-        "command": command,
-        "metrics": result.metrics(),
-        "losses": result.losses,
-    }
-    if on_log is not None:
-        info["eval_during_training"] = on_log.evaluator.rows
-    write_component_info(out_dir, info)
-    return info
+    return finish_training(result, "generator", out_dir, save)
 
 
-def _periodic_eval(cfg: GeneratorTrainConfig, data_dir, vae, out_dir: Path, cache_dir: Path, model, text_encoder,
-                   scratch: bool, image_size: int, *, main: bool):
-    """The trainer's on_log hook for FID / CLIP score every cfg.eval_every steps, on rank 0 (None when off)."""
-    if cfg.eval_every <= 0 or not main:
-        return None
-    import copy
+def snapshot_pipeline(model: nn.Module, text_encoder, scratch: bool, vae, cfg: GeneratorConfig) -> LatentPipeline:
+    """A pipeline of the current weights: CPU copies, since the pipeline freezes what it is given and samples on
+    the CPU, while training goes on with the originals. `model` is the U-Net, or {"unet", "text_encoder"} when
+    the encoder trains from scratch (then `text_encoder` is ignored)."""
+    unet = model["unet"] if scratch else model
+    encoder = model["text_encoder"] if scratch else text_encoder
+    scheduler = diffusers_scheduler_config(cfg.schedule, cfg.prediction_type)
+    return LatentPipeline(copy.deepcopy(encoder).cpu(), copy.deepcopy(unet).cpu(), copy.deepcopy(vae).cpu(),
+                          scheduler, {})
 
-    from t2i.evaluation.during_training import PeriodicEvaluator
-    from t2i.pipeline import T2IPipeline
-    from t2i.sampling import diffusers_scheduler_config
 
-    evaluator = PeriodicEvaluator(data_dir, cfg.eval_clip, every=cfg.eval_every, n=cfg.eval_images,
-                                  resolution=image_size, log_dir=out_dir, cache_dir=cache_dir)
-    scheduler = diffusers_scheduler_config(cfg.model.schedule, cfg.model.prediction_type)
+def sample_grid_hook(folder: Path, vae, cfg: GeneratorConfig, prompts: list[str], text_encoder, scratch: bool):
+    """`on_sample(step, module)` for the trainer: writes FOLDER/step-NNNNNNNNN.png, one image per prompt (seeds
+    0, 1, ...), drawn by the variant's own pipeline from the module it is given (the EMA copy when there is one)."""
 
-    def current_pipeline():
-        # CPU copies: the pipeline freezes what it is given and samples on the CPU; training goes on with the originals.
-        unet = model["unet"] if scratch else model
-        encoder = model["text_encoder"] if scratch else text_encoder
-        return T2IPipeline(copy.deepcopy(encoder).cpu(), copy.deepcopy(unet).cpu(), copy.deepcopy(vae).cpu(),
-                           scheduler, {})
+    def on_sample(step: int, module: nn.Module) -> None:
+        pipe = snapshot_pipeline(module, text_encoder, scratch, vae, cfg)
+        images = pipe(prompts, steps=GRID_STEPS, guidance=GRID_GUIDANCE, sampler="dpmpp_2m", seed=0)
+        folder.mkdir(parents=True, exist_ok=True)
+        grid(images, scale=2).save(folder / f"step-{step:09d}.png")
 
-    def on_log(step: int, loss: float) -> None:
-        evaluator(step, current_pipeline)
-
-    on_log.evaluator = evaluator
-    return on_log
-
+    return on_sample

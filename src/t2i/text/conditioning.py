@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from t2i.components import weights_digest
-from t2i.generator.cache import sharded_cache, text_rows
+from t2i.training.cache import sharded_cache, text_rows
 from t2i.text import MINILM, SCRATCH, TextEncoder, TextEncoderConfig, build_text_encoder, minilm_path
 from t2i.training.batches import sample_rand
 

@@ -1,0 +1,3 @@
+"""The version of t2i, recorded in every pipeline folder it writes."""
+
+__version__ = "0.1.0"
