@@ -24,13 +24,16 @@ def register(sub) -> None:
                         description="Renders Noto Color Emoji (Debian package fonts-noto-color-emoji): every emoji "
                         "of the emoji package's list that the font draws as one glyph (single code points, skin tones, "
                         "flags, keycaps, ZWJ sequences), captioned with its CLDR name in plain words ('thumbs up, "
-                        "medium skin tone'), plus its Unicode name and aliases in a 'captions' field. A fixed tenth, "
-                        "chosen by a hash of the code points, is marked \"split\": \"held_out\"; training commands "
-                        "leave it out (--split train).")
+                        "medium skin tone'), plus its Unicode name and aliases in a 'captions' field. A fixed tenth of "
+                        "concept families (an emoji with its skin-tone, gender and hair variants), chosen by a hash, "
+                        "is marked \"split\": \"held_out\"; training commands leave it out (--split train).")
     e.add_argument("--out", required=True, type=Path, help="output folder")
     e.add_argument("--size", type=positive_int, default=32, help="image side in pixels")
     e.add_argument("--font", type=Path, default=None, help="path of a colour emoji font (default: found automatically)")
     e.add_argument("--limit", type=positive_int, default=None, help="render only the first N emoji")
+    e.add_argument("--split-rule", choices=("v1", "v2"), default="v2",
+                   help="v2: held out by concept family; v1: the first rule (skin tones only), which the shipped "
+                   "emoji model was trained and evaluated on")
     es = dsub.add_parser("emoji-sets", formatter_class=Help, help="one corpus from several published emoji sets (SVG)",
                          description="Renders published emoji sets (Iconify JSON packages from npm, fetched once into "
                          "a cache with `npm pack`) into one corpus: every image captioned with its name, its name with "
@@ -85,7 +88,7 @@ def run(args, command: str) -> None:
     if args.source == "shapes":
         out = data.write_shapes(args.out, data.ShapesConfig(n=args.n, size=args.size, seed=args.seed, p_two=args.p_two))
     elif args.source == "emoji":
-        out = data.write_emoji(args.out, args.size, font=args.font, limit=args.limit)
+        out = data.write_emoji(args.out, args.size, font=args.font, limit=args.limit, split_rule=args.split_rule)
     elif args.source == "emoji-sets":
         out = _emoji_sets_run(args)
         if out is None:
