@@ -46,9 +46,11 @@ def register(sub) -> None:
                     "(default: noto,noto-v1,twemoji,fluent-flat,fluent,emojione, the sets without ShareAlike)")
     es.add_argument("--size", type=positive_int, default=64, help="image side in pixels")
     es.add_argument("--limit", type=positive_int, default=None, help="at most N images per set")
-    es.add_argument("--from", dest="from_dir", type=Path, default=None,
+    es.add_argument("--from", dest="from_dir", metavar="DIR", type=Path, default=None,
                     help="folder (or .tgz) holding the packages: npm pack tarballs or node_modules/@iconify-json/...")
     es.add_argument("--cache-dir", type=Path, default=None, help="package cache (default: ~/.cache/t2i/npm)")
+    es.add_argument("--max-failure-rate", type=fraction, default=0.05,
+                    help="abort when more than this share of a set's SVGs fails to render")
     es.add_argument("--offline", action="store_true", help="never run npm: use --from and the cache only")
     es.add_argument("--fetch-only", action="store_true", help="fetch the packages into the cache and stop")
     i = dsub.add_parser("import", formatter_class=Help, help="copy any captioned image folder into the layout",
@@ -78,7 +80,7 @@ def _emoji_sets_run(args) -> Path | None:
         return None
     if args.out is None:
         raise DataError("t2i data emoji-sets needs --out (or --fetch-only)")
-    cfg = EmojiSetsConfig(sets=sets, size=args.size, limit=args.limit)
+    cfg = EmojiSetsConfig(sets=sets, size=args.size, limit=args.limit, max_failure_rate=args.max_failure_rate)
     return write_emoji_sets(args.out, cfg, source=args.from_dir, cache_dir=args.cache_dir, download=not args.offline)
 
 

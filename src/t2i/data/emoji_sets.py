@@ -201,7 +201,9 @@ def _set_entries(name: str, package: Package, concepts: dict, names: dict, skipp
             continue
         by_cps[cps] = (icon_name, icon)
     out = []
-    for cps in sorted(by_cps)[:limit]:
+    for cps in sorted(by_cps):
+        if limit is not None and len(out) >= limit:
+            break
         icon_name, icon = by_cps[cps]
         try:
             out.append((cps, icon_name, iconify_svg(icon, width, height)))
