@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 CONCEPTS = ["1F600", "1F44D 1F3FD", "2764", "1F98A", "1F34E", "1F680", "2615", "1F3B8"]
 
 
-def main(corpus: Path, out: Path, cell: int = 64, label: int = 150) -> None:
+def main(corpus: Path, out: Path, cell: int = 64, label: int = 176) -> None:
     rows = [json.loads(line) for line in (corpus / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
     sets = list(dict.fromkeys(r["set"] for r in rows))
     found = {(r["codepoints"], r["set"]): r for r in rows if r["codepoints"] in CONCEPTS}
@@ -27,7 +27,7 @@ def main(corpus: Path, out: Path, cell: int = 64, label: int = 150) -> None:
         draw.text((label + j * cell + 2, 2), name, fill="black")
     for i, cps in enumerate(CONCEPTS):
         names = [r["name"] for (c, _), r in found.items() if c == cps]
-        draw.text((2, 16 + i * cell + cell // 2 - 6), (names or [cps])[0][:24], fill="black")
+        draw.text((2, 16 + i * cell + cell // 2 - 6), (names or [cps])[0][:29], fill="black")
         for j, name in enumerate(sets):
             if (cps, name) in found:
                 with Image.open(corpus / found[cps, name]["file_name"]) as im:

@@ -156,7 +156,7 @@ def _draw(font: ImageFont.FreeTypeFont, text: str) -> Image.Image | None:
     return canvas.crop(box) if box else None
 
 
-def _square(glyph: Image.Image, size: int) -> Image.Image:
+def square_glyph(glyph: Image.Image, size: int) -> Image.Image:
     """Pad to a centred transparent square, then composite on white and resize (see `fit_square`)."""
     side = max(glyph.size)
     square = Image.new("RGBA", (side, side), (0, 0, 0, 0))
@@ -220,7 +220,7 @@ def render_emoji(
         captions = emoji_captions(codepoints, cldr_name, aliases)
         extra = {"codepoints": label, "name": captions[0],
                  "captions": captions, "kind": _kind(codepoints), "split": emoji_split(codepoints, split_rule)}
-        rows.append((_square(glyph, size), captions[0], extra, digest))
+        rows.append((square_glyph(glyph, size), captions[0], extra, digest))
     copies = Counter(digest for *_, digest in rows)
     for image, caption, extra, digest in rows:
         if copies[digest] > 1:

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from PIL import Image
 
-from t2i.data.emoji import _square, emoji_captions
+from t2i.data.emoji import emoji_captions, square_glyph
 from t2i.data.families import HELD_OUT, HELD_OUT_FRACTION, TRAIN, family_key, family_split
 from t2i.data.layout import DataError, INFO, write_layout
 from t2i.data.npm_packages import Package, default_cache_dir, find_package
@@ -214,12 +214,12 @@ def _set_entries(name: str, package: Package, concepts: dict, names: dict, skipp
 
 def _ink(svg: str, cfg: EmojiSetsConfig) -> Image.Image:
     """The SVG drawn at size × supersample, cropped to its visible pixels, squared and composited on white
-    exactly as the font source does its glyphs (`t2i.data.emoji._square`)."""
+    exactly as the font source does its glyphs (`t2i.data.emoji.square_glyph`)."""
     glyph = render_svg(svg, cfg.size * cfg.supersample)
     box = glyph.getchannel("A").getbbox()
     if box is None:
         raise SvgError("draws nothing")
-    return _square(glyph.crop(box), cfg.size)
+    return square_glyph(glyph.crop(box), cfg.size)
 
 
 def held_out_words(rows: list[dict]) -> dict[str, list[str]]:
@@ -289,7 +289,7 @@ def write_emoji_sets(out_dir: str | Path, cfg: EmojiSetsConfig = EmojiSetsConfig
     info = _info(cfg, packages, annotations)
     out_dir = Path(out_dir)
     if (out_dir / INFO).is_file() and json.loads((out_dir / INFO).read_text()).get("build_key") == info["build_key"]:
-        print(f"{out_dir} is up to date (built from the same packages, settings and code)")
+        print(f"{out_dir} is up to date (built from the same packages, settings and code): nothing to do")
         return out_dir
 
     concepts = load_concepts(annotations)
@@ -345,7 +345,7 @@ def _info(cfg: EmojiSetsConfig, packages: dict[str, Package], annotations: Packa
             "emoji_package_version": emoji.__version__, "resvg_py_version": resvg_py.__version__,
             "split_rule": "family v2 (t2i.data.families)"}
     # The same packages (by content; a folder by path), settings and code: the same corpus.
-    key = json.dumps({k: v for k, v in info.items()}, sort_keys=True, default=str)
+    key = json.dumps(info, sort_keys=True, default=str)
     info["build_key"] = hashlib.sha256(key.encode()).hexdigest()[:16]
     return info
 

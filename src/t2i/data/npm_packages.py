@@ -20,6 +20,8 @@ from pathlib import Path
 
 from t2i.data.layout import DataError
 
+FETCH_TIMEOUT = 600  # seconds one `npm pack` may take (the largest default package is 14 MB)
+
 
 def default_cache_dir() -> Path:
     """Where fetched packages are kept between runs: $XDG_CACHE_HOME/t2i/npm, else ~/.cache/t2i/npm."""
@@ -91,11 +93,15 @@ def fetch(name: str, version: str, cache_dir: Path) -> Path:
                         f"(apt-get install npm) and rerun, or pass --from DIR with {tarball_name(name, version)}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".fetch-") as tmp:
-        result = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", tmp, "--silent"],
-                                capture_output=True, text=True, check=False, timeout=600)
+        try:
+            result = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", tmp, "--silent"],
+                                    capture_output=True, text=True, check=False, timeout=FETCH_TIMEOUT)
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1] if result.returncode else ""
+        except subprocess.TimeoutExpired:
+            last = f"no answer in {FETCH_TIMEOUT} s"
         packed = Path(tmp) / tarball_name(name, version)
-        if result.returncode or not packed.is_file():
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        if last or not packed.is_file():
+            last = last or "no tarball written"
             raise DataError(f"cannot fetch {name}@{version} (npm pack: {last}); when online run `make emoji-sets`, "
                             f"or pass --from DIR holding {tarball_name(name, version)} or node_modules/{name}")
         os.replace(packed, target)
@@ -103,17 +109,17 @@ def fetch(name: str, version: str, cache_dir: Path) -> Path:
 
 
 def find_package(name: str, version: str, *, source: Path | None, cache_dir: Path, download: bool) -> Package:
-    """The package from `source` (a folder or a tarball) if given and it holds it, else from the cache, else
-    fetched into the cache when `download`; a DataError saying what to do otherwise."""
+    """The package from `source` (a folder or a tarball, any version) if given and it holds it, else the pinned
+    version from the cache, else fetched into the cache when `download`; a DataError saying what to do otherwise."""
     if source is not None:
         if source.is_file() and _is_tarball_of(source, name):
             return _open(name, source)
         found = _find_in(source, name, version) if source.is_dir() else None
         if found is not None:
             return _open(name, found)
-    found = _find_in(cache_dir, name, version) if cache_dir.is_dir() else None
-    if found is not None:
-        return _open(name, found)
+    cached = cache_dir / tarball_name(name, version)  # the cache holds exactly the pinned versions
+    if cached.is_file():
+        return _open(name, cached)
     if not download:
         raise DataError(f"{name} is not in {source or cache_dir}: run `make emoji-sets` (fetches it with npm) or pass "
                         f"--from DIR holding {tarball_name(name, version)} or node_modules/{name}")
