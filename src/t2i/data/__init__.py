@@ -1,7 +1,9 @@
-"""Data sources (procedural shapes, colour emoji, folders of captioned images) and the layout they share."""
+"""Data sources (procedural shapes, colour emoji, published emoji sets, folders of captioned images) and the layout
+they share."""
 
 from t2i.data.dataset import ImageCaptionDataset
 from t2i.data.emoji import find_emoji_font, render_emoji, write_emoji
+from t2i.data.emoji_sets import EMOJI_SETS, EmojiSetsConfig, write_emoji_sets
 from t2i.data.layout import (
     DataError,
     Record,
@@ -19,10 +21,12 @@ from t2i.data.shapes import BACKGROUND, COLOURS, SHAPES, SIZES, ShapesConfig, re
 
 __all__ = [
     "BACKGROUND",
+    "EMOJI_SETS",
     "COLOURS",
     "SHAPES",
     "SIZES",
     "DataError",
+    "EmojiSetsConfig",
     "ImageCaptionDataset",
     "Record",
     "ScanReport",
@@ -38,6 +42,7 @@ __all__ = [
     "to_pil",
     "to_tensor",
     "write_emoji",
+    "write_emoji_sets",
     "write_layout",
     "write_shapes",
 ]
