@@ -274,7 +274,8 @@ def write_emoji_sets(out_dir: str | Path, cfg: EmojiSetsConfig = EmojiSetsConfig
     """Build the corpus into `out_dir` (imagefolder layout + LICENSES.md + held_out_words.json).
 
     Packages come from `source` (a folder or tarball) or the cache (`default_cache_dir()`), fetched with npm
-    when missing and `download`. A folder built before from the same inputs is left as it is (a cache hit).
+    when missing and `download`. A folder built before from the same packages, settings, library versions and
+    CORPUS_FORMAT (its info.json's `build_key`) is left as it is: a cache hit.
     """
     _check_sets(cfg.sets)
     start = time.perf_counter()
@@ -289,7 +290,7 @@ def write_emoji_sets(out_dir: str | Path, cfg: EmojiSetsConfig = EmojiSetsConfig
     info = _info(cfg, packages, annotations)
     out_dir = Path(out_dir)
     if (out_dir / INFO).is_file() and json.loads((out_dir / INFO).read_text()).get("build_key") == info["build_key"]:
-        print(f"{out_dir} is up to date (built from the same packages, settings and code): nothing to do")
+        print(f"{out_dir} is up to date (same packages, settings and versions): nothing to do")
         return out_dir
 
     concepts = load_concepts(annotations)
