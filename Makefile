@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch pulls a multi-GB CUDA build. To use another build, install it into $(VENV) before `make setup`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test fonts chromium clean
+.PHONY: setup demo test fonts chromium emoji-sets clean
 
 setup: $(VENV)/.t2i-setup
 
@@ -16,6 +16,7 @@ $(VENV)/.t2i-setup: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@$(MAKE) --no-print-directory fonts
 	@$(MAKE) --no-print-directory chromium
+	@$(MAKE) --no-print-directory emoji-sets
 	touch $@
 
 # Noto Color Emoji, for `t2i data emoji` (Debian's fonts-noto-color-emoji); optional for everything else.
@@ -35,6 +36,16 @@ chromium:
 		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
 		echo "note: could not install chromium; the browser test of t2i serve will be skipped"; \
 	else echo "note: install Debian's chromium for the browser test of t2i serve"; fi
+
+# The published emoji sets for `t2i data emoji-sets` (and its test on the real packages): `npm pack` into
+# ~/.cache/t2i/npm, once. Installs Debian's npm where it is missing. Fails loudly: the test needs them.
+emoji-sets:
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q npm >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q npm >/dev/null 2>&1)); } || \
+		{ echo "ERROR: npm is missing and could not be installed (apt-get install npm): t2i data emoji-sets needs it" >&2; exit 1; }
+	@$(PY) -m t2i.cli data emoji-sets --fetch-only --sets all || \
+		{ echo "ERROR: could not fetch the emoji set packages from npm (see above); t2i data emoji-sets and its test need them" >&2; exit 1; }
 
 demo: setup
 	$(VENV)/bin/t2i demo

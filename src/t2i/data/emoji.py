@@ -4,7 +4,9 @@ Which emoji exist, and their names, come from the PyPI package `emoji` (Unicode'
 short names, "thumbs up: medium skin tone", and GitHub/Slack-style aliases, "thumbsup"). Every fully
 qualified emoji is tried: single code points, skin-tone variants, flags (region pairs and tag sequences),
 keycaps and ZWJ sequences, each kept only if the font draws it as one new non-empty image. Each row gets
-several captions (CLDR name, Unicode character name, aliases) and a fixed split (`emoji_split`).
+several captions (CLDR name, Unicode character name, aliases) and a fixed split (`emoji_split`): by concept
+family (rule "v2", `t2i.data.families`, the default), or by the first rule ("v1", `emoji_split_v1`), which
+the shipped emoji model was trained and evaluated on and which leaks gender and hair variants.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ import PIL.features
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
+from t2i.data.families import HELD_OUT, HELD_OUT_FRACTION, family_split
 from t2i.data.layout import TRAIN, DataError, write_layout
 from t2i.images import fit_square
 
 # Noto Color Emoji is a bitmap (CBDT) font whose strikes exist only at 109 px; FreeType refuses other sizes.
 FONT_PIXELS = 109
-HELD_OUT = "held_out"  # the split never used in training
-HELD_OUT_FRACTION = 0.1  # share of emoji groups (an emoji with all its skin tones) held out
 SKIN_TONES = {  # Fitzpatrick modifiers, named as in Unicode's CLDR short names
     0x1F3FB: "light skin tone",
     0x1F3FC: "medium-light skin tone",
@@ -43,6 +44,7 @@ _REGIONAL_A, _REGIONAL_Z = 0x1F1E6, 0x1F1FF
 _TAGS = range(0xE0020, 0xE0080)
 _TONE_WORDS = re.compile(r" ((?:medium-)?(?:light|dark)|medium) skin tone")
 _SPLIT_SALT = "t2i emoji split v1"  # changing it would reshuffle the held-out set: never change it
+DEFAULT_SPLIT_RULE = "v2"
 
 
 def find_emoji_font() -> Path:
@@ -66,16 +68,27 @@ def find_emoji_font() -> Path:
     )
 
 
-def emoji_split(codepoints: tuple[int, ...]) -> str:
-    """"held_out" for a fixed ~10 % of emoji, else "train": a function of the code points alone.
+def emoji_split_v1(codepoints: tuple[int, ...]) -> str:
+    """The first split rule ("v1"): "held_out" for a fixed ~10 % of emoji, else "train".
 
     The key is the sequence without presentation selectors and skin-tone modifiers, so an emoji and its
-    skin-tone variants share a split (a held-out emoji is never seen in training in another tone), and
-    the split of an emoji never changes with the font, its version, or which other emoji render.
+    skin-tone variants share a split, but gender and hair variants do not ("man gesturing OK" held out,
+    "woman gesturing OK" trained on): kept only because the shipped emoji model was trained and evaluated
+    on it (its card says so). New data uses `family_split` ("v2").
     """
     key = " ".join(f"{cp:04X}" for cp in codepoints if cp != _VS16 and cp not in SKIN_TONES)
     digest = hashlib.sha256(f"{_SPLIT_SALT}: {key}".encode()).digest()
     return HELD_OUT if int.from_bytes(digest[:8], "big") < HELD_OUT_FRACTION * 2**64 else TRAIN
+
+
+SPLIT_RULES = {"v1": emoji_split_v1, "v2": family_split}  # rule name -> split of a code-point sequence
+
+
+def emoji_split(codepoints: tuple[int, ...], rule: str = DEFAULT_SPLIT_RULE) -> str:
+    """"held_out" or "train" for an emoji under a split rule: "v2" (concept families, the default) or "v1"."""
+    if rule not in SPLIT_RULES:
+        raise DataError(f"unknown split rule {rule!r}; known: {', '.join(SPLIT_RULES)}")
+    return SPLIT_RULES[rule](codepoints)
 
 
 def _kind(codepoints: tuple[int, ...]) -> str:
@@ -144,7 +157,7 @@ def _draw(font: ImageFont.FreeTypeFont, text: str) -> Image.Image | None:
     return canvas.crop(box) if box else None
 
 
-def _square(glyph: Image.Image, size: int) -> Image.Image:
+def square_glyph(glyph: Image.Image, size: int) -> Image.Image:
     """Pad to a centred transparent square, then composite on white and resize (see `fit_square`)."""
     side = max(glyph.size)
     square = Image.new("RGBA", (side, side), (0, 0, 0, 0))
@@ -153,7 +166,8 @@ def _square(glyph: Image.Image, size: int) -> Image.Image:
 
 
 def render_emoji(
-    font_path: str | Path, size: int, *, limit: int | None = None, only: set[str] | None = None
+    font_path: str | Path, size: int, *, limit: int | None = None, only: set[str] | None = None,
+    split_rule: str = DEFAULT_SPLIT_RULE,
 ) -> Iterator[tuple[Image.Image, str, dict]]:
     """Yield (image, caption, extra) for each emoji the font draws, in code-point order, at size×size RGB.
 
@@ -166,8 +180,10 @@ def render_emoji(
     "keycap" | "sequence", "split": "train" | "held_out"}. Images that are identical (a flag two regions
     share, "family" drawn as one of the families) are each kept with their own names, all in "train", so
     that no held-out image is ever trained on under another name. `only`: render just these emoji, given
-    as their "codepoints" strings.
+    as their "codepoints" strings. `split_rule`: "v2" (concept families) or "v1" (see `emoji_split`).
     """
+    if split_rule not in SPLIT_RULES:
+        raise DataError(f"unknown split rule {split_rule!r}; known: {', '.join(SPLIT_RULES)}")
     try:
         font = ImageFont.truetype(str(font_path), FONT_PIXELS, layout_engine=ImageFont.Layout.RAQM)
     except (OSError, KeyError) as e:
@@ -204,8 +220,8 @@ def render_emoji(
                 continue
         captions = emoji_captions(codepoints, cldr_name, aliases)
         extra = {"codepoints": label, "name": captions[0],
-                 "captions": captions, "kind": _kind(codepoints), "split": emoji_split(codepoints)}
-        rows.append((_square(glyph, size), captions[0], extra, digest))
+                 "captions": captions, "kind": _kind(codepoints), "split": emoji_split(codepoints, split_rule)}
+        rows.append((square_glyph(glyph, size), captions[0], extra, digest))
     copies = Counter(digest for *_, digest in rows)
     for image, caption, extra, digest in rows:
         if copies[digest] > 1:
@@ -230,8 +246,10 @@ def _debian_package_version(path: Path) -> str | None:
     return f"{package} {version.stdout.strip()}" if version.returncode == 0 else None
 
 
-def write_emoji(out_dir: str | Path, size: int, *, font: str | Path | None = None, limit: int | None = None) -> Path:
-    """Render the emoji of `font` (default: `find_emoji_font()`) into `out_dir` (imagefolder layout)."""
+def write_emoji(out_dir: str | Path, size: int, *, font: str | Path | None = None, limit: int | None = None,
+                split_rule: str = DEFAULT_SPLIT_RULE) -> Path:
+    """Render the emoji of `font` (default: `find_emoji_font()`) into `out_dir` (imagefolder layout), split by
+    `split_rule` ("v2": concept families; "v1": the shipped model's)."""
     import emoji
 
     font_path = Path(font) if font is not None else find_emoji_font()
@@ -250,5 +268,6 @@ def write_emoji(out_dir: str | Path, size: int, *, font: str | Path | None = Non
         "unicode_version": unicodedata.unidata_version,
         "pillow_version": PIL.__version__,
         "held_out_fraction": HELD_OUT_FRACTION,
+        "split_rule": split_rule,
     }
-    return write_layout(out_dir, render_emoji(font_path, size, limit=limit), info)
+    return write_layout(out_dir, render_emoji(font_path, size, limit=limit, split_rule=split_rule), info)

@@ -228,12 +228,15 @@ def scan_folder(
     return records, report
 
 
-def write_layout(out_dir: str | Path, items: Iterable[tuple[Image.Image, str, dict]], info: dict) -> Path:
+def write_layout(out_dir: str | Path, items: Iterable[tuple[Image.Image, str, dict]], info: dict, *,
+                 files: dict[str, str] | None = None) -> Path:
     """Write (image, caption, extra) items as an imagefolder: images/NNNNNN.png, metadata.jsonl, info.json.
 
     The extra dict's fields are merged into each metadata line; `info` goes to info.json with the count
-    `n` written. Output bytes depend only on the inputs. The folder is built beside `out_dir` and moved
-    into place at the end, so an interrupted run never leaves a half-written dataset.
+    `n` written, after the last item (so a source may add what it counted while yielding). `files`: other
+    text files for the folder (name -> content), e.g. LICENSES.md. Output bytes depend only on the inputs.
+    The folder is built beside `out_dir` and moved into place at the end, so an interrupted run never leaves
+    a half-written dataset.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -249,6 +252,8 @@ def write_layout(out_dir: str | Path, items: Iterable[tuple[Image.Image, str, di
                     raise ValueError(f"extra fields {sorted(clash)} clash with the metadata columns")
                 save_dataset_png(img, partial / name)
                 meta.write(json.dumps({"file_name": name, "text": caption, **extra}, sort_keys=True) + "\n")
+        for name, text in (files or {}).items():
+            (partial / name).write_text(text, encoding="utf-8")
         (partial / INFO).write_text(json.dumps({**info, "n": n}, sort_keys=True, indent=2) + "\n", encoding="utf-8")
     logger.info("wrote %d images to %s", n, out_dir)
     return out_dir
