@@ -486,3 +486,30 @@ def test_a_default_evaluator_cached_by_another_process_meanwhile_is_kept(tmp_pat
     cache_trained(folder, second_while_first_finishes)
     assert (folder / "config.json").read_text() == "first"
     assert sorted(p.name for p in folder.parent.iterdir()) == ["key"]  # no .partial-PID folder left behind
+
+
+# -- the colour check behind the demo's headline figure -----------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_dominant_colour_reads_the_ground_truth_of_renders(size):
+    """On renders whose attributes are known: a single shape's colour, and of two shapes of different colours the
+    large one's; blank images have none, and colour_accuracy counts exactly the matches."""
+    from t2i.data.shapes import BACKGROUND
+    from t2i.evaluation.colour import colour_accuracy, dominant_colour
+
+    items = list(render_shapes(ShapesConfig(n=300, size=size, seed=3)))
+    expected, images = [], []
+    for img, _, extra in items:
+        shapes = extra["attributes"]["shapes"]
+        large = [s for s in shapes if s["size"] == "large"]
+        if len(shapes) == 1 or (len(large) == 1 and len({s["colour"] for s in shapes}) == 2):
+            images.append(img)
+            expected.append(shapes[0]["colour"] if len(shapes) == 1 else large[0]["colour"])
+    assert len(images) > 150 and len(set(expected)) == 6  # every colour, single shapes and pairs
+    assert [dominant_colour(img) for img in images] == expected
+    assert dominant_colour(Image.new("RGB", (size, size), BACKGROUND)) is None
+    wrong = expected[1:] + expected[:1]  # each image against its neighbour's colour
+    mismatches = sum(a != b for a, b in zip(expected, wrong))
+    assert colour_accuracy(images, wrong) == pytest.approx(1 - mismatches / len(images))
+    assert colour_accuracy(images, expected) == 1.0
