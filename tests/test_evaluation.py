@@ -2,6 +2,7 @@
 bad input, and `t2i eval` end to end on the tiny demo pipeline."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,6 +17,10 @@ from t2i.evaluation.metrics import FeatureSet, clip_score, fid, frechet_distance
 from t2i.training.trainer import TrainConfig
 
 from references import numpy_clip_score, scipy_fid  # tests/references.py
+
+# Subprocesses run the code under test, also where it is not the installed copy (PYTHONPATH=src).
+PYTHONPATH = {"PYTHONPATH": os.pathsep.join(map(os.path.abspath, os.environ["PYTHONPATH"].split(os.pathsep)))} \
+    if os.environ.get("PYTHONPATH") else {}
 
 # The classifier fixture: enough fresh renders and steps for ≥ 98 % on 16-px renders (measured: 100 % on all
 # attributes of 1,000 fresh renders; its loss drops sharply after ~700 steps, so fewer steps are not safe).
@@ -297,7 +302,7 @@ def test_compositional_checks_score_each_named_attribute():
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "t2i.cli", *map(str, args)], capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=600)
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **PYTHONPATH}, timeout=600)
 
 
 def test_t2i_eval_end_to_end_writes_metrics_report_and_curves(pipe, pipeline_dir, tiny_clip, clip16, classifier16,
