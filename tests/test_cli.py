@@ -142,6 +142,7 @@ def test_training_flag_defaults_match_the_component_configs():
         model.pooled_text_heads)
 
 
+@pytest.mark.slow
 def test_train_text_encoder_writes_minilm_cut_and_never_overwrites_other_files(tmp_path):
     out = tmp_path / "minilm-2l"
     r = run("train", "text-encoder", "--out", out, "--layers", "2")

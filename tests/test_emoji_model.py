@@ -54,6 +54,7 @@ def test_t2i_generate_with_no_model_uses_the_shipped_one(tmp_path):
     assert [p.name for p in tmp_path.glob("*apple*.png") if not p.name.startswith("grid")]
 
 
+@pytest.mark.slow
 @pytest.mark.system_package("fonts-noto-color-emoji")
 def test_the_model_cards_evaluation_runs_on_a_small_subset(shipped, tmp_path):
     """The model card's numbers come from `t2i eval MODEL --split held_out` against the emoji data with an in-domain

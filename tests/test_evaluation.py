@@ -266,6 +266,7 @@ def classifier16(tmp_path_factory):
     return out, json.loads((out / "t2i_component.json").read_text())
 
 
+@pytest.mark.slow
 def test_shapes_classifier_reads_fresh_renders(classifier16):
     from t2i.evaluation.shapes_classifier import ShapesClassifier
 
@@ -305,6 +306,7 @@ def run_cli(*args):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **PYTHONPATH}, timeout=600)
 
 
+@pytest.mark.slow
 def test_t2i_eval_end_to_end_writes_metrics_report_and_curves(pipe, pipeline_dir, tiny_clip, clip16, classifier16,
                                                               tmp_path):
     out = tmp_path / "report"

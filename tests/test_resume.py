@@ -80,6 +80,7 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_0_then_a_changed_dataset_is_refused(demo_run, tmp_path, capsys):
     data, ae = tmp_path / "data", tmp_path / "ae"
     shutil.copytree(demo_run[0] / "data", data)
@@ -109,6 +110,7 @@ def test_sigterm_checkpoints_and_exits_0_then_a_changed_dataset_is_refused(demo_
     assert (ae / "checkpoints" / "latest").read_text().strip() == latest
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
 def test_two_processes_under_torchrun_reach_the_weights_of_one_process(demo_run, tmp_path, capsys):
     """Global batch 8 as 2 × 4 (gloo, CPU) against 1 × 8, 3 steps. Tolerance: 1e-5 absolute on weights of

@@ -93,6 +93,7 @@ WATCH = """() => {
 }"""
 
 
+@pytest.mark.slow
 @pytest.mark.system_package("chromium")
 def test_the_page_previews_every_step_then_shows_the_result(served, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
@@ -135,6 +136,7 @@ def test_the_page_previews_every_step_then_shows_the_result(served, browser, tmp
     page.close()
 
 
+@pytest.mark.slow
 @pytest.mark.system_package("chromium")
 def test_the_page_asks_for_the_token_of_a_guarded_server(pipe, browser):
     from test_server import live_server
