@@ -46,6 +46,7 @@ def pytest_runtest_makereport(item, call):
     marker = item.get_closest_marker("system_package")
     if report.skipped and marker is not None and os.environ.get(REQUIRE_SYSTEM_PACKAGES) == "1":
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = (f"{REQUIRE_SYSTEM_PACKAGES}=1, but this test needs Debian's {marker.args[0]} and was "
                            f"skipped: {reason}")
