@@ -19,23 +19,32 @@ $(VENV)/.t2i-setup: pyproject.toml
 	@$(MAKE) --no-print-directory emoji-sets
 	touch $@
 
-# Noto Color Emoji, for `t2i data emoji` (Debian's fonts-noto-color-emoji); optional for everything else.
-fonts:
-	@if ls /usr/share/fonts/truetype/noto/NotoColorEmoji*.ttf >/dev/null 2>&1; then :; \
+# The two Debian packages some tests need. As root with apt-get, `make setup` installs them and stops with an
+# error when it cannot; otherwise it says what to install, and those tests skip (pytest -rs lists them). Under
+# T2I_REQUIRE_SYSTEM_PACKAGES=1 (set by .ci/run) a missing package is an error here and a failure in pytest.
+# $(call system_package,DEBIAN PACKAGE,FILE IT PROVIDES (a glob),WHAT NEEDS IT)
+define system_package
+	@if ls $(2) >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		(apt-get install -y -q fonts-noto-color-emoji >/dev/null 2>&1 || \
-		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fonts-noto-color-emoji >/dev/null 2>&1)) || \
-		echo "note: could not install fonts-noto-color-emoji; t2i data emoji needs it"; \
-	else echo "note: install Debian's fonts-noto-color-emoji for t2i data emoji"; fi
+		echo "installing Debian's $(1) ($(3))"; \
+		apt-get install -y -q $(1) >/dev/null 2>&1 || \
+		{ apt-get update -q && apt-get install -y -q $(1); } || \
+		{ echo "error: could not install Debian's $(1) (apt-get's output above); $(3) needs it" >&2; exit 1; }; \
+		ls $(2) >/dev/null 2>&1 || { echo "error: $(1) is installed but $(2) is missing" >&2; exit 1; }; \
+	elif [ "$$T2I_REQUIRE_SYSTEM_PACKAGES" = 1 ]; then \
+		echo "error: $(2) is missing and this is not root with apt-get: install Debian's $(1) ($(3) needs it)" >&2; \
+		exit 1; \
+	else echo "note: install Debian's $(1) (sudo apt-get install $(1)) for $(3); until then those tests skip"; fi
+endef
+
+# Noto Color Emoji, for `t2i data emoji` and its tests; optional for everything else.
+fonts:
+	$(call system_package,fonts-noto-color-emoji,/usr/share/fonts/truetype/noto/NotoColorEmoji*.ttf,t2i data emoji)
 
 # Debian's Chromium, for the browser test of `t2i serve` (Playwright drives it; no browser is downloaded).
+# Ubuntu's `chromium` package only installs a snap: the check is the binary itself, not the package.
 chromium:
-	@if [ -x /usr/bin/chromium ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		(apt-get install -y -q chromium >/dev/null 2>&1 || \
-		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
-		echo "note: could not install chromium; the browser test of t2i serve will be skipped"; \
-	else echo "note: install Debian's chromium for the browser test of t2i serve"; fi
+	$(call system_package,chromium,/usr/bin/chromium,the browser test of t2i serve)
 
 # The published emoji sets for `t2i data emoji-sets` (and its test on the real packages): `npm pack` into
 # ~/.cache/t2i/npm, once. Installs Debian's npm where it is missing. Fails loudly: the test needs them.

@@ -1,6 +1,7 @@
 """The `t2i` command end to end on tiny configs, and its answers to bad input."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -10,11 +11,15 @@ from PIL import Image
 
 from t2i.cli import main
 
+# Subprocesses run the code under test, also where it is not the installed copy (PYTHONPATH=src).
+PYTHONPATH = {"PYTHONPATH": os.pathsep.join(map(os.path.abspath, os.environ["PYTHONPATH"].split(os.pathsep)))} \
+    if os.environ.get("PYTHONPATH") else {}
+
 
 def run(*args):
     """The real console entry point in a subprocess: what a user sees, exit code included."""
     return subprocess.run([sys.executable, "-m", "t2i.cli", *map(str, args)], capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", **PYTHONPATH}, timeout=300)
 
 
 def test_cli_trains_composes_and_generates(tmp_path):
@@ -137,6 +142,7 @@ def test_training_flag_defaults_match_the_component_configs():
         model.pooled_text_heads)
 
 
+@pytest.mark.slow
 def test_train_text_encoder_writes_minilm_cut_and_never_overwrites_other_files(tmp_path):
     out = tmp_path / "minilm-2l"
     r = run("train", "text-encoder", "--out", out, "--layers", "2")

@@ -298,6 +298,7 @@ def _font_or_skip() -> Path:
         pytest.skip(str(e))
 
 
+@pytest.mark.system_package("fonts-noto-color-emoji")
 def test_emoji_render_a_handful():
     font = _font_or_skip()
     items = list(render_emoji(font, 32, limit=20))
@@ -317,6 +318,7 @@ def test_emoji_render_a_handful():
     assert items[12][1] == "copyright" and items[12][2]["kind"] == "single"
 
 
+@pytest.mark.system_package("fonts-noto-color-emoji")
 def test_emoji_sequences_flags_and_skin_tones_render_as_one_glyph():
     font = _font_or_skip()
     wanted = {
@@ -391,6 +393,7 @@ def test_emoji_split_v2_holds_out_whole_concept_families():
         emoji_split((0x1F600,), "v3")
 
 
+@pytest.mark.system_package("fonts-noto-color-emoji")
 def test_write_emoji_round_trip_and_missing_font(tmp_path):
     _font_or_skip()
     folder = write_emoji(tmp_path / "emoji", 16, limit=5)

@@ -2,6 +2,7 @@
 bad input, and `t2i eval` end to end on the tiny demo pipeline."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,6 +15,12 @@ from t2i.data import ShapesConfig, render_shapes, write_shapes
 from t2i.evaluation.clip import ClipExtractor, ClipTrainConfig
 from t2i.evaluation.metrics import FeatureSet, clip_score, fid, frechet_distance, kernel_distance
 from t2i.training.trainer import TrainConfig
+
+from references import numpy_clip_score, scipy_fid  # tests/references.py
+
+# Subprocesses run the code under test, also where it is not the installed copy (PYTHONPATH=src).
+PYTHONPATH = {"PYTHONPATH": os.pathsep.join(map(os.path.abspath, os.environ["PYTHONPATH"].split(os.pathsep)))} \
+    if os.environ.get("PYTHONPATH") else {}
 
 # The classifier fixture: enough fresh renders and steps for ≥ 98 % on 16-px renders (measured: 100 % on all
 # attributes of 1,000 fresh renders; its loss drops sharply after ~700 steps, so fewer steps are not safe).
@@ -47,16 +54,6 @@ def clip16(tiny_clip):
 
 
 # -- the arithmetic -----------------------------------------------------------------------------------------
-
-
-def scipy_fid(x: np.ndarray, y: np.ndarray) -> float:
-    """The formula of Heusel et al. (2017), written plainly with scipy's matrix square root."""
-    from scipy import linalg
-
-    mu1, mu2 = x.mean(0), y.mean(0)
-    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
-    covmean = linalg.sqrtm(s1 @ s2).real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
 def test_frechet_distance_matches_scipy_and_is_zero_for_a_set_with_itself():
@@ -189,6 +186,13 @@ def test_inception_weights_in_that_format_load_and_run(tmp_path):
     assert torch.equal(extractor.net.Mixed_7c.branch_pool.conv.weight, source.Mixed_7c.branch_pool.conv.weight)
     features = extractor(renders(2, seed=5))
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
+    # Pinned numbers (no independent Inception runs beside this torch build: pytorch-fid and torch-fidelity need
+    # torchvision): what these seeded weights give on these renders. With random weights the activations shrink
+    # layer by layer to ~1e-7, so the pin is relative; rel 1e-3 covers float32 summation order across CPUs, while
+    # a changed block (an average pool counting its padding, a missing ReLU, another resize) moves them by far more.
+    assert features[:, :4].flatten().tolist() == pytest.approx([5.8058e-08, 8.8822e-08, 3.4872e-08, 2.0472e-08,
+                                                                5.8036e-08, 7.9858e-08, 4.0031e-08, 1.6027e-08], rel=1e-3)
+    assert features.sum(1).tolist() == pytest.approx([6.8341e-05, 6.6365e-05], rel=1e-3)
 
 
 def test_unreadable_or_foreign_inception_weights_are_refused(tmp_path):
@@ -262,6 +266,7 @@ def classifier16(tmp_path_factory):
     return out, json.loads((out / "t2i_component.json").read_text())
 
 
+@pytest.mark.slow
 def test_shapes_classifier_reads_fresh_renders(classifier16):
     from t2i.evaluation.shapes_classifier import ShapesClassifier
 
@@ -298,10 +303,12 @@ def test_compositional_checks_score_each_named_attribute():
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "t2i.cli", *map(str, args)], capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=600)
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **PYTHONPATH}, timeout=600)
 
 
-def test_t2i_eval_end_to_end_writes_metrics_report_and_curves(pipeline_dir, tiny_clip, classifier16, tmp_path):
+@pytest.mark.slow
+def test_t2i_eval_end_to_end_writes_metrics_report_and_curves(pipe, pipeline_dir, tiny_clip, clip16, classifier16,
+                                                              tmp_path):
     out = tmp_path / "report"
     r = run_cli("eval", pipeline_dir, "--out", out, "--n", 50, "--clip", tiny_clip[0], "--classifier", classifier16[0],
                 "--guidance", 1, 3, "--steps", 2, 4, "--compositional-images", 1, "--cache-dir", tmp_path / "cache")
@@ -314,8 +321,27 @@ def test_t2i_eval_end_to_end_writes_metrics_report_and_curves(pipeline_dir, tiny
     default = json.loads((pipeline_dir / "t2i.json").read_text())["defaults"]
     assert settings == {(default["steps"], 1.0), (default["steps"], 3.0), (2, default["guidance"]),
                         (4, default["guidance"])}
+    # The numbers against plain formulas on features computed here: the real images of the seeded evaluation
+    # subset with their captions, and the first setting's 50 images generated again in this process.
+    from t2i.data import scan_folder
+    from t2i.images import load_image
+    from t2i.evaluation.reference import evaluation_subset
+
+    records, _ = scan_folder(metrics["data"], verify=False)
+    real = evaluation_subset(records, metrics["n_real"])
+    real_img = clip16([load_image(r.path, 16) for r in real])
+    real_txt = clip16.text_features([r.caption for r in real])
+    assert metrics["real"]["clip_score"] == pytest.approx(numpy_clip_score(real_img, real_txt), abs=1e-4)
+    assert metrics["real"]["clip_score"] > metrics["real"]["clip_score_shuffled"] + 5  # the CLIP reads captions
+    s = metrics["settings"][0]
+    prompts = [r.caption for r in evaluation_subset(records, 50)]
+    images = pipe(prompts, seed=list(range(50)), steps=s["steps"], guidance=s["guidance"], sampler=s["sampler"])
+    fake = clip16(images)
+    # The CLI's process makes the same images (the same seeds in one batch of 50): the numbers agree to float error.
+    assert s["clip_score"] == pytest.approx(numpy_clip_score(fake, clip16.text_features(prompts)), abs=1e-3)
+    assert s["fid"] == pytest.approx(scipy_fid(real_img.double().numpy(), fake.double().numpy()), rel=1e-5)
     for s in metrics["settings"]:
-        assert s["n"] == 50 and np.isfinite(s["fid"]) and 0 <= s["clip_score"] <= 100
+        assert s["n"] == 50 and s["clip_score"] != s["clip_score_shuffled"]
         assert s["compositional"]["all"]["exact"]["n"] == 60
         assert set(s["compositional"]["all"]) >= {"count", "colour", "shape", "size", "position", "relation"}
     assert metrics["classifier"]["accuracy_on_renders"]["exact"] >= 0.95
@@ -379,7 +405,7 @@ def test_cli_training_defaults_match_the_evaluator_configs():
         assert (args.steps, args.batch_size, args.lr, args.ema) == (cfg.steps, cfg.batch_size, cfg.lr, cfg.ema_decay)
 
 
-def test_t2i_eval_of_an_autoencoder_reports_psnr_ssim_and_rfid(demo_run, tiny_clip, tmp_path, capsys):
+def test_t2i_eval_of_an_autoencoder_reports_psnr_ssim_and_rfid(demo_run, tiny_clip, clip16, tmp_path, capsys):
     from t2i.cli import main
 
     root = demo_run[0]
@@ -388,8 +414,68 @@ def test_t2i_eval_of_an_autoencoder_reports_psnr_ssim_and_rfid(demo_run, tiny_cl
                  "--out", str(out), "--n", "100"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["n"] == 100 and m["fid_extractor"].startswith("clip:")
-    assert 5 < m["psnr_db"] < 60 and -1 <= m["ssim"] <= 1 and m["rfid"] >= 0
     assert "PSNR" in capsys.readouterr().out
+    # Against references, on the reconstructions made here: the held-out (first) 100 images through the posterior mode.
+    from diffusers import AutoencoderKL
+
+    from t2i.data import load_tensors, scan_folder
+    from t2i.images import to_pil
+
+    vae = AutoencoderKL.from_pretrained(root / "autoencoder").eval()
+    images = load_tensors(scan_folder(root / "data", verify=False)[0][:100], 16)
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(images).latent_dist.mode()).sample
+    psnr, ssim = skimage_psnr_ssim(images, recon)
+    assert m["psnr_db"] == pytest.approx(psnr, abs=1e-3) and m["ssim"] == pytest.approx(ssim, abs=1e-3)
+    real, fake = (clip16([to_pil(x) for x in batch]).double().numpy() for batch in (images, recon))
+    assert m["rfid"] == pytest.approx(scipy_fid(real, fake), rel=1e-4)
+
+
+def skimage_psnr_ssim(originals: torch.Tensor, reconstructions: torch.Tensor) -> tuple[float, float]:
+    """Mean PSNR and SSIM of (N, 3, H, W) images in [-1, 1] by scikit-image, with the settings of Wang et al.
+    (2004) that torchmetrics uses: an 11-px Gaussian window of σ 1.5, population covariances. torchmetrics
+    averages the SSIM map over the whole image with its borders mirrored (edge pixel not repeated), where
+    scikit-image drops a 5-px border (on 16-px images ~0.01 apart): scikit-image is given the same mirrored
+    borders, and the map's mean over the original pixels is taken."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    def hwc(x):
+        return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).double().numpy()  # (N, H, W, 3) in [0, 1]
+
+    def ssim(a, b):
+        mirrored = [np.pad(x, ((5, 5), (5, 5), (0, 0)), mode="reflect") for x in (a, b)]
+        _, full = structural_similarity(*mirrored, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False, full=True)
+        return full[5:-5, 5:-5].mean()
+
+    pairs = list(zip(hwc(originals), hwc(reconstructions)))
+    return float(np.mean([peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in pairs])), \
+        float(np.mean([ssim(a, b) for a, b in pairs]))
+
+
+def test_reconstruction_metrics_match_a_hand_case_scikit_image_and_scipy(clip16):
+    from t2i.images import to_pil
+    from t2i.evaluation.reconstruction import reconstruction_metrics
+
+    def tensors(images):
+        return torch.stack([torch.from_numpy(np.asarray(i, np.float32) / 127.5 - 1).permute(2, 0, 1) for i in images])
+
+    # By hand: every pixel 0.1 off on the [0, 1] scale is an MSE of 0.01, 20 dB; identical images have SSIM 1.
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(60, 3, 16, 16, generator=g) - 0.5  # in [-0.5, 0.5]: x + 0.2 needs no clamping
+    shifted = reconstruction_metrics(x, x + 0.2, clip16)
+    assert shifted["psnr_db"] == pytest.approx(20.0, abs=1e-4)
+    same = reconstruction_metrics(x, x.clone(), clip16)
+    assert same["ssim"] == pytest.approx(1.0, abs=1e-6) and abs(same["rfid"]) < 1e-6
+    # Renders and blurred renders against scikit-image and the plain FID formula.
+    images = renders(60, seed=12)
+    originals, blurred = tensors(images), tensors([i.filter(ImageFilter.GaussianBlur(0.8)) for i in images])
+    m = reconstruction_metrics(originals, blurred, clip16)
+    psnr, ssim = skimage_psnr_ssim(originals, blurred)
+    assert m["psnr_db"] == pytest.approx(psnr, abs=1e-4) and m["ssim"] == pytest.approx(ssim, abs=1e-4)
+    assert 0.2 < m["ssim"] < 0.98  # a case where SSIM is neither trivially 1 nor 0
+    real, fake = (clip16([to_pil(t) for t in batch]).double().numpy() for batch in (originals, blurred))
+    assert m["rfid"] == pytest.approx(scipy_fid(real, fake), rel=1e-4) and m["rfid"] > 1e-3
 
 
 def test_a_default_evaluator_cached_by_another_process_meanwhile_is_kept(tmp_path):
@@ -412,3 +498,30 @@ def test_a_default_evaluator_cached_by_another_process_meanwhile_is_kept(tmp_pat
     cache_trained(folder, second_while_first_finishes)
     assert (folder / "config.json").read_text() == "first"
     assert sorted(p.name for p in folder.parent.iterdir()) == ["key"]  # no .partial-PID folder left behind
+
+
+# -- the colour check behind the demo's headline figure -----------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_dominant_colour_reads_the_ground_truth_of_renders(size):
+    """On renders whose attributes are known: a single shape's colour, and of two shapes of different colours the
+    large one's; blank images have none, and colour_accuracy counts exactly the matches."""
+    from t2i.data.shapes import BACKGROUND
+    from t2i.evaluation.colour import colour_accuracy, dominant_colour
+
+    items = list(render_shapes(ShapesConfig(n=300, size=size, seed=3)))
+    expected, images = [], []
+    for img, _, extra in items:
+        shapes = extra["attributes"]["shapes"]
+        large = [s for s in shapes if s["size"] == "large"]
+        if len(shapes) == 1 or (len(large) == 1 and len({s["colour"] for s in shapes}) == 2):
+            images.append(img)
+            expected.append(shapes[0]["colour"] if len(shapes) == 1 else large[0]["colour"])
+    assert len(images) > 150 and len(set(expected)) == 6  # every colour, single shapes and pairs
+    assert [dominant_colour(img) for img in images] == expected
+    assert dominant_colour(Image.new("RGB", (size, size), BACKGROUND)) is None
+    wrong = expected[1:] + expected[:1]  # each image against its neighbour's colour
+    mismatches = sum(a != b for a, b in zip(expected, wrong))
+    assert colour_accuracy(images, wrong) == pytest.approx(1 - mismatches / len(images))
+    assert colour_accuracy(images, expected) == 1.0

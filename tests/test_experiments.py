@@ -29,6 +29,7 @@ def _results(folder):
     return json.loads((folder / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_text_encoder_experiment_writes_its_figure_and_tables(experiments):
     root, _ = experiments
     folder = root / "text-encoders"
@@ -53,6 +54,7 @@ def test_text_encoder_experiment_writes_its_figure_and_tables(experiments):
         assert not (run_dir / "pipeline").exists() and not (run_dir / "generator" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_held_out_synonyms_never_occur_in_the_training_captions_used(experiments):
     root, _ = experiments
     results = _results(root / "text-encoders")
@@ -68,6 +70,7 @@ def test_held_out_synonyms_never_occur_in_the_training_captions_used(experiments
     assert all(p["kind"] != "colour" or p["prompt"].split()[1] in words for p in held_out["prompts"])
 
 
+@pytest.mark.slow
 def test_unet_experiment_compares_equal_steps_and_equal_compute(experiments):
     root, shared_before = experiments
     folder = root / "unet-sizes"
@@ -93,6 +96,7 @@ def test_unet_experiment_compares_equal_steps_and_equal_compute(experiments):
     assert sorted(p.name for p in (root / "shared").iterdir()) == shared_before
 
 
+@pytest.mark.slow
 def test_a_second_run_reads_finished_runs_back_and_another_preset_is_refused(experiments, capsys):
     root, _ = experiments
     folder = root / "text-encoders"

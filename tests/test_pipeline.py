@@ -36,10 +36,29 @@ def test_every_sampler_is_reproducible(pipe, sampler):
     assert "Seed: 3" in a[0].info["parameters"] and "Seed: 4" in a[1].info["parameters"]
 
 
-def test_negative_prompt_changes_the_result(pipe):
-    plain = pipe("a red circle", seed=0, steps=4, guidance=4.0)
-    negative = pipe("a red circle", seed=0, steps=4, guidance=4.0, negative_prompt="a blue square")
-    assert np.abs(_arr(plain) - _arr(negative)).max() > 0
+def test_a_negative_prompt_replaces_the_unconditional_input(pipe):
+    """Bitwise the guided run built here from the public pieces, with the negative prompt's embedding where the
+    empty prompt's would be; and not the run with the empty prompt's."""
+    from t2i.sampling import Denoiser, get_sampler, guided, per_image_randn, spaced_timesteps, unet_network
+
+    prompt, negative, seed, steps, scale = "a red circle", "a blue square", 0, 4, 4.0
+
+    @torch.inference_mode()
+    def guided_run(unconditional: str):
+        cond, uncond = pipe.encode_prompts([prompt]), pipe.encode_prompts([unconditional])
+        net = unet_network(pipe.unet, reuse_text_kv=pipe.speed.reuse_text_kv)
+        denoise = guided(Denoiser(net, pipe.alphas_cumprod, pipe.prediction_type), cond, uncond, scale)
+        generators = [torch.Generator().manual_seed(seed)]
+        side = pipe.image_size // pipe.vae_factor
+        x = per_image_randn((pipe.unet.config.in_channels, side, side), generators)
+        timesteps = spaced_timesteps(pipe.schedule.num_train_timesteps, steps, pipe.timestep_spacing)
+        return _arr(pipe.decode(get_sampler("ddim")(denoise, x, timesteps, pipe.alphas_cumprod, generators=generators)))
+
+    ours = _arr(pipe(prompt, negative_prompt=negative, seed=seed, steps=steps, guidance=scale, sampler="ddim"))
+    assert np.array_equal(ours, guided_run(negative))
+    plain = _arr(pipe(prompt, seed=seed, steps=steps, guidance=scale, sampler="ddim"))
+    assert np.array_equal(plain, guided_run(""))
+    assert np.abs(ours - plain).max() > 0
 
 
 def test_save_load_gives_identical_images(pipeline_dir, pipe, tmp_path):
@@ -65,20 +84,33 @@ def test_stream_yields_a_preview_per_step_then_the_result(pipeline_dir):
     assert np.abs(_arr(previews[0].images) - _arr(direct)).max() > 0  # the first one is still rough
 
 
-def test_stream_stopped_early_cancels(pipe, monkeypatch):
+def test_stream_stopped_early_cancels(pipe):
+    """Closing the stream after the first preview stops the run at its next step. The worker is held inside
+    step 2's U-Net call until the stream is closed, so however fast or slow the machine, a working cancel
+    means exactly 2 U-Net calls (ddim: one per step, guidance batched), a broken one 1000."""
     import threading
 
-    decoded = []
-    decode = pipe.decode
-    monkeypatch.setattr(pipe, "decode", lambda latents: decoded.append(1) or decode(latents))  # one per step
-    stream = pipe.stream("a red circle", seed=0, steps=1000)
-    first = next(stream)
-    stream.close()
-    for worker in [t for t in threading.enumerate() if t.name == "t2i-stream"]:
-        worker.join(timeout=60)
-        assert not worker.is_alive()
-    assert first.step == 1
-    assert len(decoded) < 100  # stopped at the next step, not after all 1000
+    calls, closed = [], threading.Event()
+
+    def count_and_hold(module, args):
+        calls.append(1)
+        if len(calls) == 2:
+            closed.wait(timeout=60)
+
+    hook = pipe.unet.register_forward_pre_hook(count_and_hold)
+    try:
+        stream = pipe.stream("a red circle", seed=0, steps=1000, sampler="ddim")
+        first = next(stream)
+        stream.close()
+        closed.set()
+        for worker in [t for t in threading.enumerate() if t.name == "t2i-stream"]:
+            worker.join(timeout=120)
+            assert not worker.is_alive()
+    finally:
+        closed.set()
+        hook.remove()
+    assert first.step == 1 and first.total == 1000
+    assert len(calls) == 2
 
 
 def test_bad_settings_are_refused_with_a_reason(pipe):

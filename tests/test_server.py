@@ -275,10 +275,16 @@ def test_a_full_queue_answers_503(pipe):
 
 
 def test_a_job_past_its_time_limit_is_stopped(pipe):
+    # 1000 steps cannot finish in 0.3 s on any CPU; the worker is then free for the next job, which may itself
+    # take longer than 0.3 s on a busy machine: only that it is taken up and ends is checked, not how.
     with live_server(pipe, job_timeout_s=0.3, max_steps=1000) as (url, _), httpx.Client(base_url=url, timeout=30) as c:
         r = c.post("/api/generate", json={"prompt": "a", "steps": 1000})
         assert r.status_code == 504 and r.json() == {"error": "the job ran past the time limit of 0.3 s"}
-        assert c.post("/api/generate", json={"prompt": "a", "steps": 1}).status_code == 200
+        health = idle(c)
+        assert health["failed"] == 1 and health["done"] == 0
+        job = c.post("/api/jobs", json={"prompt": "a", "steps": 1}).json()
+        final = wait_until(lambda: (s := c.get(f"/api/jobs/{job['id']}").json())["status"] in ("done", "failed") and s)
+        assert final["status"] == "done" or final["error"] == "the job ran past the time limit of 0.3 s"
 
 
 def test_an_internal_error_reaches_the_client_without_details(pipe, monkeypatch):
@@ -301,7 +307,7 @@ def test_an_internal_error_reaches_the_client_without_details(pipe, monkeypatch)
 
 def _raw_request(url: str, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> socket.socket:
     host, port = urlsplit(url).hostname, urlsplit(url).port
-    sock = socket.create_connection((host, port))
+    sock = socket.create_connection((host, port), timeout=60)  # a recv that waits longer fails, not hangs
     head = {"Host": f"{host}:{port}", "Content-Length": str(len(body)), **(headers or {})}
     sock.sendall(f"{method} {path} HTTP/1.1\r\n".encode() + "".join(f"{k}: {v}\r\n" for k, v in head.items()).encode()
                  + b"\r\n" + body)
@@ -313,7 +319,9 @@ def test_closing_the_event_stream_cancels_the_job_and_frees_the_worker(server, c
     sock = _raw_request(server[0], "GET", f"/api/jobs/{job['id']}/events")
     received = b""
     while b"event: progress" not in received:
-        received += sock.recv(65536)
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the stream before a progress event: {received!r}"
+        received += chunk
     sock.close()
     final = wait_until(lambda: (s := client.get(f"/api/jobs/{job['id']}").json())["status"] != "running" and s)
     assert final["status"] == "cancelled" and final["error"] == "the client disconnected" and final["step"] < 1000

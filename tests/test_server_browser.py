@@ -12,6 +12,10 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
+# Subprocesses run the code under test, also where it is not the installed copy (PYTHONPATH=src).
+PYTHONPATH = {"PYTHONPATH": os.pathsep.join(map(os.path.abspath, os.environ["PYTHONPATH"].split(os.pathsep)))} \
+    if os.environ.get("PYTHONPATH") else {}
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -22,7 +26,7 @@ def served(pipeline_dir):
     """`t2i serve --model DIR --port 0` in a subprocess, with no --host: yields the URL it prints."""
     proc = subprocess.Popen([sys.executable, "-m", "t2i.cli", "serve", "--model", str(pipeline_dir), "--port", "0",
                              "--quiet", "--max-steps", "200"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                            text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", **PYTHONPATH})
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
@@ -89,6 +93,8 @@ WATCH = """() => {
 }"""
 
 
+@pytest.mark.slow
+@pytest.mark.system_package("chromium")
 def test_the_page_previews_every_step_then_shows_the_result(served, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     problems = []
@@ -130,6 +136,8 @@ def test_the_page_previews_every_step_then_shows_the_result(served, browser, tmp
     page.close()
 
 
+@pytest.mark.slow
+@pytest.mark.system_package("chromium")
 def test_the_page_asks_for_the_token_of_a_guarded_server(pipe, browser):
     from test_server import live_server
 

@@ -73,8 +73,10 @@ def test_vq_round_trip_is_close_and_uses_most_codes(tokens_run):
     grids = encode_indices(vq, images)
     assert grids.shape == (held, 8, 8) and grids.dtype == torch.long
     db = psnr(decode_indices(vq, grids), images).mean().item()
-    # Measured 20.8 dB after 150 steps; every pixel set to the mean image gives about 11 dB.
-    assert db > 20
+    # Against the trivial reconstruction, every image replaced by the mean image (measured: 20.8 dB against
+    # about 11): 5 dB above it is a margin no luck of a seed or a CPU's float order closes.
+    mean_image = psnr(images.mean(0, keepdim=True).expand_as(images), images).mean().item()
+    assert db > mean_image + 5, (db, mean_image)
     assert db == pytest.approx(vq_info["metrics"]["psnr_held_out"], abs=1e-3)
     usage = vq_info["metrics"]["codebook_usage_train"]
     assert usage["used_share"] > 0.8  # measured 0.97

@@ -246,3 +246,103 @@ def test_resume_from_an_older_checkpoint_replays_the_same_steps(tmp_path):
     assert result.start_step == 2 and state_equal(first, again)
     assert result.checkpoint.name == "step-000000004-1"  # the original step-4 checkpoint is not overwritten
     assert latest_checkpoint(tmp_path / "checkpoints") == result.checkpoint
+
+
+# -- stop signals, resume edge cases, default limits, bf16 ---------------------------------------------------
+
+def _signal_at(step: int, *signals):
+    """An on_log callback that sends this process `signals` when step `step` is logged (as a shell's Ctrl-C or
+    a scheduler's SIGTERM would); the handler runs in the main thread right after os.kill returns."""
+    def on_log(s, loss):
+        if s == step:
+            for sig in signals:
+                os.kill(os.getpid(), sig)
+    return on_log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_checkpoints_the_step_and_resume_equals_an_uninterrupted_run_bitwise(tmp_path, sig):
+    cfg = TrainConfig(steps=8, batch_size=8, lr=1e-2, warmup_steps=2, ema_decay=0.9, log_every=1, checkpoint_every=100)
+    whole = tiny_model()
+    r_whole = train(whole, denoising_loss, random_batches(DATA, 8, seed=1), cfg, log_dir=tmp_path / "whole")
+    stopped = train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=1), cfg, log_dir=tmp_path / "part",
+                    on_log=_signal_at(3, sig))
+    assert stopped.stopped == sig.name and stopped.last_step == 3
+    assert stopped.checkpoint.name == "step-000000003"  # written on the signal (none was due before step 100)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+    part = tiny_model()
+    r_part = train(part, denoising_loss, random_batches(DATA, 8, seed=1), cfg, log_dir=tmp_path / "part", resume=True)
+    assert r_part.start_step == 3
+    assert state_equal(whole, part) and state_equal(r_whole.ema, r_part.ema)
+    assert r_part.losses == r_whole.losses
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path):
+    cfg = TrainConfig(steps=8, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=100)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=1), cfg, log_dir=tmp_path,
+              on_log=_signal_at(3, signal.SIGINT, signal.SIGINT))
+    assert latest_checkpoint(tmp_path / "checkpoints") is None  # not the step-3 checkpoint a single Ctrl-C writes
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_resume_with_no_checkpoint_yet_starts_at_step_0_like_a_fresh_run(tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2)
+    fresh, resumed = tiny_model(), tiny_model()
+    r_fresh = train(fresh, denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path / "fresh")
+    r_resumed = train(resumed, denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path / "new",
+                      resume=True)
+    assert r_resumed.start_step == 0 and r_resumed.last_step == 4
+    assert state_equal(fresh, resumed) and r_resumed.losses == r_fresh.losses
+
+
+def test_resume_refuses_a_changed_accumulation_or_process_count(tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2)
+    train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), TrainConfig(**{**cfg.__dict__, "stop_at": 2}),
+          log_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"cannot resume from .*grad_accum 1 → 2.*--reset-data-position"):
+        train(tiny_model(), denoising_loss, random_batches(DATA, 4, seed=0),
+              TrainConfig(**{**cfg.__dict__, "grad_accum": 2}), log_dir=tmp_path, resume=True)
+    # A checkpoint written by 2 processes, resumed by 1 (test_resume.py does it for real under torchrun).
+    state = tmp_path / "checkpoints" / "step-000000002" / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "world_size": 2}))
+    with pytest.raises(ValueError, match=r"world_size 2 → 1"):
+        train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path, resume=True)
+
+
+def test_the_default_fault_limits_roll_back_after_5_nonfinite_losses_and_stop_after_3_rollbacks(tmp_path):
+    calls = {"n": 0}
+
+    def diverging_loss(model, batch, generator):
+        calls["n"] += 1
+        loss = denoising_loss(model, batch, generator)
+        return loss * float("nan") if calls["n"] > 4 else loss  # from step 5 on, every loss is NaN
+
+    cfg = TrainConfig(steps=100, batch_size=8, warmup_steps=1, checkpoint_every=2)  # the default limits
+    with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: 5 non-finite losses in a row, after 3 rollbacks"):
+        train(tiny_model(), diverging_loss, random_batches(DATA, 8, seed=0), cfg, log_dir=tmp_path)
+    events = [json.loads(line) for line in (tmp_path / "faults.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == (["non-finite loss: step skipped, no update"] * 5 + ["rolled back"]) * 3 \
+        + ["non-finite loss: step skipped, no update"] * 5
+
+
+def test_bf16_training_autocasts_the_forward_and_keeps_float32_weights(tmp_path):
+    """mixed_precision="bf16" on the CPU: step 1's loss is the loss computed under torch.autocast(bfloat16)
+    by hand (and not the float32 one), the weights stay float32 and finite, the loss falls, and the run is
+    reproducible bitwise."""
+    cfg = TrainConfig(steps=30, batch_size=8, lr=1e-2, warmup_steps=2, log_every=1, mixed_precision="bf16")
+    logged = []
+    model = tiny_model()
+    result = train(model, denoising_loss, random_batches(DATA, 8, seed=0), cfg,
+                   on_log=lambda step, loss: logged.append(loss))
+    batch = next(random_batches(DATA, 8, seed=0))
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            by_hand = denoising_loss(tiny_model(), batch, torch.Generator().manual_seed(cfg.seed)).float().item()
+        in_float32 = denoising_loss(tiny_model(), batch, torch.Generator().manual_seed(cfg.seed)).item()
+    assert logged[0] == pytest.approx(by_hand, rel=1e-6) and logged[0] != pytest.approx(in_float32, rel=1e-4)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+    assert sum(logged[-5:]) < 0.5 * sum(logged[:5])
+    again = tiny_model()
+    train(again, denoising_loss, random_batches(DATA, 8, seed=0), cfg)
+    assert state_equal(model, again) and result.steps == 30

@@ -263,10 +263,16 @@ def train(
 
 def _accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
 
     # Unused parameters (e.g. a text encoder's pooler) must not stall DDP's gradient averaging.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # accelerate keeps one mixed-precision setting per process and refuses another: forget it (not the process
+    # group) so that a caller may train one component in float32 and the next in bf16 in the same process.
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") not in (None, cfg.mixed_precision):
+        AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=launched_on_cpus(), kwargs_handlers=[ddp])
     if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         log.warning("fp16 autocast needs a GPU: accelerate trains in float32 on the CPU (bf16 works on CPUs)")
