@@ -250,6 +250,15 @@ def test_resume_from_an_older_checkpoint_replays_the_same_steps(tmp_path):
 
 # -- stop signals, resume edge cases, default limits, bf16 ---------------------------------------------------
 
+@pytest.fixture
+def interactive_sigint():
+    """Ctrl-C as an interactive shell delivers it (Python's default handler), whatever this process inherited: a
+    job started in the background by a non-interactive shell (`cmd &`, as some CI runners do) ignores SIGINT."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
 def _signal_at(step: int, *signals):
     """An on_log callback that sends this process `signals` when step `step` is logged (as a shell's Ctrl-C or
     a scheduler's SIGTERM would); the handler runs in the main thread right after os.kill returns."""
@@ -261,7 +270,8 @@ def _signal_at(step: int, *signals):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_stop_signal_checkpoints_the_step_and_resume_equals_an_uninterrupted_run_bitwise(tmp_path, sig):
+def test_a_stop_signal_checkpoints_the_step_and_resume_equals_an_uninterrupted_run_bitwise(tmp_path, sig,
+                                                                                           interactive_sigint):
     cfg = TrainConfig(steps=8, batch_size=8, lr=1e-2, warmup_steps=2, ema_decay=0.9, log_every=1, checkpoint_every=100)
     whole = tiny_model()
     r_whole = train(whole, denoising_loss, random_batches(DATA, 8, seed=1), cfg, log_dir=tmp_path / "whole")
@@ -277,7 +287,7 @@ def test_a_stop_signal_checkpoints_the_step_and_resume_equals_an_uninterrupted_r
     assert r_part.losses == r_whole.losses
 
 
-def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path):
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, interactive_sigint):
     cfg = TrainConfig(steps=8, batch_size=8, warmup_steps=1, log_every=1, checkpoint_every=100)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=1), cfg, log_dir=tmp_path,
