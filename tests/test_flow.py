@@ -315,3 +315,18 @@ def test_flow_run_stopped_and_resumed_equals_uninterrupted_bitwise(demo_run, tmp
     a, b = load_file(tmp_path / "whole" / WEIGHTS), load_file(tmp_path / "part" / WEIGHTS)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["losses"] == whole["losses"] and not math.isnan(whole["metrics"]["final_loss"])
+
+
+def test_cli_objective_flag_builds_a_flow_config_and_refuses_min_snr():
+    from t2i.cli import parser
+    from t2i.cli.train import text_conditioned_config
+    from t2i.diffusion.unet import GENERATOR_PRESETS
+
+    base = ["train", "generator", "--data", "d", "--autoencoder", "a", "--out", "o"]
+    model, _ = text_conditioned_config(parser().parse_args(base + ["--objective", "flow"]), GENERATOR_PRESETS)
+    assert (model.objective, model.min_snr_gamma) == ("flow", 0.0)
+    model, _ = text_conditioned_config(parser().parse_args(base), GENERATOR_PRESETS)
+    assert (model.objective, model.min_snr_gamma) == ("diffusion", 5.0)
+    with pytest.raises(ValueError, match="--min-snr-gamma 3.0 weighs the diffusion objective"):
+        text_conditioned_config(parser().parse_args(base + ["--objective", "flow", "--min-snr-gamma", "3"]),
+                                GENERATOR_PRESETS)

@@ -91,6 +91,9 @@ def run_autoencoder(args, command: str) -> None:
           f"latent scaling factor {info['latent_scaling_factor']:.4f}, wrote {args.out}")
 
 
+MIN_SNR_DEFAULT = 5.0  # GeneratorConfig's min_snr_gamma (names only here: --help imports no torch)
+
+
 def add_text_conditioned_flags(p, presets: tuple[str, ...] = ("tiny", "small", "base")) -> None:
     """The flags of a text-conditioned diffusion U-Net (the latent generator, the cascade's base); `presets`: the
     names of its size presets (names only: --help imports no torch)."""
@@ -105,8 +108,8 @@ def add_text_conditioned_flags(p, presets: tuple[str, ...] = ("tiny", "small", "
     p.add_argument("--beta-schedule", choices=["squaredcos_cap_v2", "scaled_linear", "linear"],
                    default="squaredcos_cap_v2", help="noise schedule: cosine (Nichol & Dhariwal; ends in pure noise) "
                    "or Stable Diffusion's scaled_linear")
-    p.add_argument("--min-snr-gamma", type=float, default=None,
-                   help="Min-SNR-γ loss weighting (0: plain MSE; default 5, and 0 with --objective flow)")
+    p.add_argument("--min-snr-gamma", type=float, default=MIN_SNR_DEFAULT,
+                   help="Min-SNR-γ loss weighting (0: plain MSE); weighs the diffusion objective only (flow: unweighted)")
 
 
 def text_conditioned_config(args, presets):
@@ -117,8 +120,9 @@ def text_conditioned_config(args, presets):
     model.prediction_type, model.caption_dropout = args.prediction, args.caption_dropout
     objective = getattr(args, "objective", "diffusion")
     model.objective = objective
-    model.min_snr_gamma = args.min_snr_gamma if args.min_snr_gamma is not None else (5.0 if objective == "diffusion"
-                                                                                      else 0.0)
+    if objective == "flow" and args.min_snr_gamma not in (0.0, MIN_SNR_DEFAULT):
+        raise ValueError(f"--min-snr-gamma {args.min_snr_gamma} weighs the diffusion objective; flow trains unweighted")
+    model.min_snr_gamma = args.min_snr_gamma if objective == "diffusion" else 0.0
     model.schedule.beta_schedule = args.beta_schedule
     return model, TextEncoderConfig(source=args.text_encoder, max_length=args.max_length)
 
