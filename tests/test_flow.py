@@ -71,6 +71,14 @@ def test_flow_loss_draws_logit_normal_t_then_noise_and_regresses_the_velocity(un
     assert torch.allclose(loss, (v - (eps - x0)).pow(2).mean(), rtol=1e-5)
 
 
+def test_flow_loss_shifts_the_logit_normal_by_its_mean():
+    x0, seen = randn(B, C, S, S, seed=1), []
+    flow_loss(FlowDenoiser(None), x0, lambda x_t, ts: seen.append(ts) or x_t, torch.Generator().manual_seed(5),
+              logit_mean=0.5, logit_std=0.6)
+    n = torch.randn(B, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(seen[0], 1000 * torch.sigmoid(0.5 + 0.6 * n))
+
+
 def test_the_true_velocity_has_zero_flow_loss_and_a_wrong_time_scale_does_not():
     """An oracle that knows x0 and reads t from the timestep it is handed: only the convention the denoiser and
     the samplers use (timestep = 1000·t, v = ε − x0) gives zero loss."""

@@ -67,7 +67,8 @@ def generator_loss(denoiser: Denoiser | FlowDenoiser, cfg: GeneratorConfig, scal
         unet, emb = caption_embeddings(model, batch, drop, text_table, uncond, generator)
         predict = lambda x_t, t: unet(x_t, t, encoder_hidden_states=emb).sample  # noqa: E731
         if isinstance(denoiser, FlowDenoiser):
-            return flow_loss(denoiser, x0, predict, generator, logit_std=cfg.flow_logit_std)
+            return flow_loss(denoiser, x0, predict, generator, logit_mean=cfg.flow_logit_mean,
+                             logit_std=cfg.flow_logit_std)
         return diffusion_loss(denoiser, x0, predict, generator, min_snr_gamma=cfg.min_snr_gamma)
 
     return loss_fn
