@@ -149,7 +149,8 @@ def report(runs: list[dict], thresholds: list[float]) -> str:
         for lv in levels:
             cpu, steps, ok = to_level(rs, lv, name)
             if ok:
-                cells.append(f"{spread(cpu, '.0f')} s · {spread(steps, '.0f')} · {statistics.mean(cpu) / base[lv]:.2f}×")
+                ratio = statistics.mean(cpu) / base[lv]
+                cells.append(f"{spread(cpu, '.0f')} s · {spread(steps, '.0f')} · {ratio:.2f}×")
             else:
                 cells.append(f"not reached by every seed (> {max(cpu) / base[lv]:.2f}×)")
         lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells)

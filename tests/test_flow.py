@@ -43,7 +43,8 @@ def unet():
         torch.manual_seed(0)
         net = UNet2DConditionModel(
             sample_size=S, in_channels=C, out_channels=C, block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
             cross_attention_dim=D, attention_head_dim=8, norm_num_groups=32)
     return net.eval().requires_grad_(False)
 
@@ -125,8 +126,8 @@ MU, SD = 0.7, 0.3  # data x0 ~ N(MU, SD²) in every coordinate
 
 
 def gaussian_denoiser(x_t, t):
-    """E[x0 | x_t] for x0 ~ N(MU, SD²), x_t = (1−t)·x0 + t·ε: the exact denoiser, so the flow ODE has the closed-form
-    solution x(t) = (1−t)·MU + √((1−t)²·SD² + t²)·x_1, which takes x_1 to MU + SD·x_1 at t = 0."""
+    """E[x0 | x_t] for x0 ~ N(MU, SD²), x_t = (1−t)·x0 + t·ε: the exact denoiser, so the flow ODE has the
+    closed-form solution x(t) = (1−t)·MU + √((1−t)²·SD² + t²)·x_1, taking x_1 to MU + SD·x_1 at t = 0."""
     t = t.to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
     var = (1 - t) ** 2 * SD**2 + t**2
     return MU + (1 - t) * SD**2 / var * (x_t - (1 - t) * MU)

@@ -109,7 +109,7 @@ def add_text_conditioned_flags(p, presets: tuple[str, ...] = ("tiny", "small", "
                    default="squaredcos_cap_v2", help="noise schedule: cosine (Nichol & Dhariwal; ends in pure noise) "
                    "or Stable Diffusion's scaled_linear")
     p.add_argument("--min-snr-gamma", type=float, default=MIN_SNR_DEFAULT,
-                   help="Min-SNR-γ loss weighting (0: plain MSE); weighs the diffusion objective only (flow: unweighted)")
+                   help="Min-SNR-γ loss weighting (0: plain MSE); for the diffusion objective only (flow: unweighted)")
 
 
 def text_conditioned_config(args, presets):

@@ -88,7 +88,8 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
     sampler = (defaults or {}).get("sampler")
     fits = FLOW_SAMPLERS if objective == "flow" else SAMPLERS
     if sampler is not None and sampler not in fits:
-        problems.append(f"default sampler {sampler!r} does not fit a {objective} generator; choose from {', '.join(fits)}")
+        problems.append(f"default sampler {sampler!r} does not fit a {objective} generator; "
+                        f"choose from {', '.join(fits)}")
     raise_problems(problems)
     if objective == "flow" and sampler is None:
         defaults = {**(defaults or {}), "sampler": "flow_euler"}
@@ -116,7 +117,8 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
             # StableDiffusionPipeline rewrites steps_offset 0 to 1 with a warning; only "leading" spacing reads it.
             scheduler["steps_offset"] = 1
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2) + "\n")
-        (tmp / "model_index.json").write_text(json.dumps(_model_index(encoder, scheduler["_class_name"]), indent=2) + "\n")
+        index = _model_index(encoder, scheduler["_class_name"])
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         write_pipeline_info(tmp, {
             "t2i_version": __version__,
             "variant": "latent",

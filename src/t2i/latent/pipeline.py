@@ -173,7 +173,8 @@ class LatentPipeline(Pipeline):
         other = SAMPLERS if self.objective == "flow" else FLOW_SAMPLERS
         if sampler in other:
             raise ValueError(f"sampler {sampler!r} is for {'VP diffusion' if self.objective == 'flow' else 'flow'} "
-                             f"generators; this one is a {self.objective} generator: choose from {', '.join(self.samplers)}")
+                             f"generators; this one is a {self.objective} generator: "
+                             f"choose from {', '.join(self.samplers)}")
         r = self.request(prompt, negative_prompt=negative_prompt, num_images=num_images, steps=steps,
                          guidance=guidance, seed=seed, sampler=sampler, height=height, width=width)
         on_step = (lambda i, x0: callback(i + 1, r.steps, self.decode_preview(x0))) if callback else None

@@ -34,7 +34,7 @@ from t2i.training.trainer import TrainConfig, process_state, random_batches, res
 
 log = logging.getLogger("t2i.latent")
 
-GRID_STEPS = 20  # sampler steps (DPM-Solver++(2M), or flow Euler for a flow generator) of the sample grids drawn during training
+GRID_STEPS = 20  # sampler steps of the sample grids drawn during training (DPM-Solver++(2M); flow Euler for flow)
 GRID_GUIDANCE = 2.0  # classifier-free guidance scale of the grids
 
 
@@ -52,12 +52,12 @@ class GeneratorTrainConfig:
     eval_clip: str | None = None  # CLIPModel folder for the checks (t2i train clip); required when eval_every > 0
 
 
-def generator_loss(denoiser: Denoiser | FlowDenoiser, cfg: GeneratorConfig, scaling_factor: float, uncond: torch.Tensor,
-                   text_table=None):
-    """The diffusion (or, for a FlowDenoiser, the rectified-flow) loss on latents sampled from the cached posterior. With `text_table` (rows indexed by
-    caption) the text is cached; without, the model holds a trainable encoder. Noise, timesteps, dropout and, for
-    an image with several captions, which one, are drawn per sample (`sample_randn`...), so a multi-process run
-    draws for each sample what a single process would."""
+def generator_loss(denoiser: Denoiser | FlowDenoiser, cfg: GeneratorConfig, scaling_factor: float,
+                   uncond: torch.Tensor, text_table=None):
+    """The diffusion (for a FlowDenoiser, rectified-flow) loss on latents sampled from the cached posterior. With
+    `text_table` (rows indexed by caption) the text is cached; without, the model holds a trainable encoder. Noise,
+    timesteps, dropout and, for an image with several captions, which one, are drawn per sample (`sample_randn`...),
+    so a multi-process run draws for each sample what a single process would."""
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         mean, std = batch["latent_mean"], batch["latent_std"]
