@@ -5,6 +5,10 @@ ratios hold even when absolute times do not (run it alone for absolute times):
     default        the demo's GeneratorConfig
     pooled-text    + the attention-pooled prompt added to the timestep embedding (pooled_text_heads=6)
     channels-last  the default with channels_last memory format
+    bf16           the default under bfloat16 autocast, as `--mixed-precision bf16` trains it (pays only on CPUs
+                   with native bfloat16: AMX or AVX512-BF16; t2i.latent.speed.native_bf16)
+
+Times are CPU time (time.process_time): with one thread it is the step's compute, little moved by other processes.
 
     python benchmarks/generator_step.py --batch-size 64
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 import torch
 
 from t2i.diffusion.unet import GeneratorConfig, build_unet
+from t2i.latent.speed import native_bf16
 
 
 def main() -> None:
@@ -41,7 +46,7 @@ def main() -> None:
                               cross_attention_dim=args.text_width)
 
     variants = {"default": unet(), "pooled-text": unet(pooled_text_heads=6),
-                "channels-last": unet().to(memory_format=torch.channels_last)}
+                "channels-last": unet().to(memory_format=torch.channels_last), "bf16": unet()}
     g = torch.Generator().manual_seed(0)
     b = args.batch_size
     x = torch.randn(b, 4, args.latent_size, args.latent_size, generator=g)
@@ -51,18 +56,20 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.repeats + 1):  # the first round warms up
         for k, model in variants.items():
-            start = time.perf_counter()
+            start = time.process_time()
             for _ in range(3):
-                model(x, t, encoder_hidden_states=text).sample.pow(2).mean().backward()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=k == "bf16"):
+                    out = model(x, t, encoder_hidden_states=text).sample
+                out.float().pow(2).mean().backward()
                 optimisers[k].step()
                 optimisers[k].zero_grad(set_to_none=True)
             if r:
-                times[k].append((time.perf_counter() - start) / 3)
+                times[k].append((time.process_time() - start) / 3)
     base = statistics.median(times["default"])
     rows = [{"variant": k, "ms_per_step": 1000 * statistics.median(v), "ratio": statistics.median(v) / base,
              "parameters": sum(q.numel() for q in variants[k].parameters())} for k, v in times.items()]
     print(f"batch {b}, {args.latent_size}×{args.latent_size} latents, {args.tokens} tokens × {args.text_width}, "
-          f"{args.threads} thread(s); median of {args.repeats} rounds")
+          f"{args.threads} thread(s); median of {args.repeats} rounds; native bf16: {native_bf16()}")
     print(f"{'variant':<16}{'ms/step':>9}{'ratio':>7}{'params':>11}")
     for row in rows:
         print(f"{row['variant']:<16}{row['ms_per_step']:>9.1f}{row['ratio']:>7.2f}{row['parameters']:>11,}")

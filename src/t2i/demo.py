@@ -70,6 +70,17 @@ def _quick(out: Path) -> DemoConfig:
 DEMO_PRESETS = {"full": lambda out: DemoConfig(out=out), "quick": _quick}
 
 
+def with_objective(cfg: DemoConfig, objective: str) -> DemoConfig:
+    """`cfg` with the generator trained under `objective` ("diffusion" or "flow"), sampled with its sampler."""
+    if objective == cfg.generator.model.objective:
+        return cfg
+    if objective == "flow":  # Min-SNR weighs the VP loss only; flow Euler at the same 20 steps
+        model = replace(cfg.generator.model, objective="flow", min_snr_gamma=0.0)
+        return replace(cfg, generator=replace(cfg.generator, model=model), sampler="flow_euler")
+    model = replace(cfg.generator.model, objective=objective, min_snr_gamma=GeneratorConfig().min_snr_gamma)
+    return replace(cfg, generator=replace(cfg.generator, model=model), sampler="dpmpp_2m")
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     """Run every stage, print where things are, return the summary."""
     out = Path(cfg.out)

@@ -79,6 +79,8 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
     """
     out_dir = Path(out_dir)
     resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
+    if cfg.model.objective != "diffusion":  # the cascade's samplers and compose know the VP schedule only
+        raise ValueError(f"the cascade's base trains with the diffusion objective, not {cfg.model.objective!r}")
     if cfg.image_size % cfg.model.downsampling_factor:  # fail before reading anything
         raise ValueError(f"base image size {cfg.image_size} is not divisible by the U-Net's factor "
                          f"{cfg.model.downsampling_factor}")

@@ -15,10 +15,12 @@ def register(sub) -> None:
     d.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     d.add_argument("--preset", choices=["full", "quick"], default="full",
                    help="'full' (about 5 minutes on 2 CPU cores) or 'quick' (seconds; a smoke test, poor images)")
+    d.add_argument("--objective", choices=["diffusion", "flow"], default="diffusion",
+                   help="the generator's training objective: the VP diffusion recipe, or rectified flow (SD3)")
     d.set_defaults(run=run)
 
 
 def run(args, command: str) -> None:
-    from t2i.demo import DEMO_PRESETS, run_demo
+    from t2i.demo import DEMO_PRESETS, run_demo, with_objective
 
-    run_demo(DEMO_PRESETS[args.preset](args.out))
+    run_demo(with_objective(DEMO_PRESETS[args.preset](args.out), args.objective))

@@ -91,6 +91,9 @@ def run_autoencoder(args, command: str) -> None:
           f"latent scaling factor {info['latent_scaling_factor']:.4f}, wrote {args.out}")
 
 
+MIN_SNR_DEFAULT = 5.0  # GeneratorConfig's min_snr_gamma (names only here: --help imports no torch)
+
+
 def add_text_conditioned_flags(p, presets: tuple[str, ...] = ("tiny", "small", "base")) -> None:
     """The flags of a text-conditioned diffusion U-Net (the latent generator, the cascade's base); `presets`: the
     names of its size presets (names only: --help imports no torch)."""
@@ -105,7 +108,8 @@ def add_text_conditioned_flags(p, presets: tuple[str, ...] = ("tiny", "small", "
     p.add_argument("--beta-schedule", choices=["squaredcos_cap_v2", "scaled_linear", "linear"],
                    default="squaredcos_cap_v2", help="noise schedule: cosine (Nichol & Dhariwal; ends in pure noise) "
                    "or Stable Diffusion's scaled_linear")
-    p.add_argument("--min-snr-gamma", type=float, default=5.0, help="Min-SNR-γ loss weighting (0: plain MSE)")
+    p.add_argument("--min-snr-gamma", type=float, default=MIN_SNR_DEFAULT,
+                   help="Min-SNR-γ loss weighting (0: plain MSE); for the diffusion objective only (flow: unweighted)")
 
 
 def text_conditioned_config(args, presets):
@@ -114,7 +118,11 @@ def text_conditioned_config(args, presets):
 
     model = presets[args.preset]()
     model.prediction_type, model.caption_dropout = args.prediction, args.caption_dropout
-    model.min_snr_gamma = args.min_snr_gamma
+    objective = getattr(args, "objective", "diffusion")
+    model.objective = objective
+    if objective == "flow" and args.min_snr_gamma not in (0.0, MIN_SNR_DEFAULT):
+        raise ValueError(f"--min-snr-gamma {args.min_snr_gamma} weighs the diffusion objective; flow trains unweighted")
+    model.min_snr_gamma = args.min_snr_gamma if objective == "diffusion" else 0.0
     model.schedule.beta_schedule = args.beta_schedule
     return model, TextEncoderConfig(source=args.text_encoder, max_length=args.max_length)
 
@@ -128,6 +136,10 @@ def register_generator(tsub) -> None:
     g.add_argument("--autoencoder", required=True, type=Path, help="autoencoder component folder")
     g.add_argument("--out", required=True, type=Path, help="component folder to write")
     add_text_conditioned_flags(g, presets=("tiny", "small", "medium", "base"))
+    g.add_argument("--objective", choices=["diffusion", "flow"], default="diffusion",
+                   help="diffusion: the VP schedule with --prediction (and Min-SNR); flow: rectified flow with "
+                   "logit-normal timesteps (SD3), sampled with flow_euler / flow_heun (--prediction, --beta-schedule "
+                   "and --min-snr-gamma do not apply)")
     g.add_argument("--pooled-text-heads", type=int, default=0,
                    help="also add an attention-pooled summary of the prompt to the timestep embedding, with this many "
                    "heads (must divide the text width; 0: cross-attention only). diffusers' pipeline runs either")

@@ -1,6 +1,7 @@
 """The denoising loss every diffusion model here trains with, whatever it denoises (latents, small images,
 large images given small ones): noise x0 at a random training step t and regress the network output onto
-the parameterisation's target (Ho et al. 2020; v-target of Salimans & Ho 2022), optionally Min-SNR-weighted.
+the parameterisation's target (Ho et al. 2020; v-target of Salimans & Ho 2022), optionally Min-SNR-weighted;
+and the rectified-flow loss with logit-normal timesteps (Esser et al. 2024, SD3).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from t2i.sampling import Denoiser
+from t2i.sampling import Denoiser, FlowDenoiser
 from t2i.training.batches import sample_randint, sample_randn
 
 
@@ -41,3 +42,21 @@ def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, predict: Callable[[torc
         snr = (denoiser.alphas_cumprod / (1 - denoiser.alphas_cumprod)).to(device)[t].to(err.dtype)  # (B,)
         err = err * min_snr_weight(snr, min_snr_gamma, denoiser.prediction_type)
     return err.mean()
+
+
+def flow_loss(denoiser: FlowDenoiser, x0: torch.Tensor, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+              generator: torch.Generator, *, logit_mean: float = 0.0, logit_std: float = 1.0) -> torch.Tensor:
+    """Rectified flow / conditional flow matching with logit-normal timesteps (Esser et al. 2024, "Scaling
+    Rectified Flow Transformers", https://arxiv.org/abs/2403.03206, §2 and §3.1, "rf/lognorm(0.00, 1.00)",
+    their best variant): mean over the batch of ‖predict(x_t, t·N) − (ε − x0)‖², x_t = (1−t)·x0 + t·ε,
+    t = sigmoid(n), n ~ N(logit_mean, logit_std²), which puts most samples at intermediate t.
+
+    `predict(x_t, timestep)` runs the network; it is handed the timestep as the network sees it (t times the
+    denoiser's num_train_timesteps). `generator` draws n, then ε, per sample, as `diffusion_loss` does.
+    """
+    b, device = x0.shape[0], x0.device
+    t = torch.sigmoid(logit_mean + logit_std * sample_randn((b,), generator, device=device))  # (B,) in (0, 1)
+    eps = sample_randn(x0.shape, generator, device=device)
+    x_t = denoiser.add_noise(x0, eps, t)
+    out = predict(x_t, t * denoiser.num_train_timesteps).float()
+    return (out - denoiser.target(x0, eps, t)).pow(2).flatten(1).mean(1).mean()

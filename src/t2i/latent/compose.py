@@ -17,7 +17,8 @@ from t2i.components import read_component_info, weights_digest
 from t2i.pipeline.base import DEFAULTS
 from t2i.pipeline.folder import (check_defaults, copy_weights, pipeline_folder, raise_problems, read_json,
                                  text_encoder_folder, text_fit_problems, write_pipeline_info)
-from t2i.sampling import NoiseScheduleConfig, diffusers_scheduler_config
+from t2i.sampling import (FLOW_SAMPLERS, SAMPLERS, NoiseScheduleConfig, diffusers_scheduler_config,
+                          flow_scheduler_config)
 from t2i.text import MINILM, load_text_encoder, minilm_path
 
 
@@ -83,7 +84,15 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
     is_minilm = text_folder.resolve() == minilm_path().resolve()
     if not copy_text_encoder and not is_minilm:
         problems.append(f"only the bundled MiniLM can be left out of the folder, not {text_source}")
+    objective = gen_info.get("objective", "diffusion")
+    sampler = (defaults or {}).get("sampler")
+    fits = FLOW_SAMPLERS if objective == "flow" else SAMPLERS
+    if sampler is not None and sampler not in fits:
+        problems.append(f"default sampler {sampler!r} does not fit a {objective} generator; "
+                        f"choose from {', '.join(fits)}")
     raise_problems(problems)
+    if objective == "flow" and sampler is None:
+        defaults = {**(defaults or {}), "sampler": "flow_euler"}
 
     with pipeline_folder(out_dir) as tmp:
         encoder = load_text_encoder(text_folder, max_length=max_length)
@@ -93,19 +102,27 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
             copy_weights(src, tmp / name)
         if (autoencoder_dir / PREVIEW_FOLDER).is_dir():  # the tiny preview decoder; without it previews use the VAE
             shutil.copytree(autoencoder_dir / PREVIEW_FOLDER, tmp / "vae" / PREVIEW_FOLDER)
-        schedule = NoiseScheduleConfig(**gen_info["schedule"])
         (tmp / "scheduler").mkdir()
-        # DPM-Solver++(2M) is t2i's default sampler, and diffusers' version of it walks the same trailing
-        # timesteps as ours for any step count (its DDIM does not when steps do not divide 1000).
-        scheduler = diffusers_scheduler_config(schedule, gen_info["prediction_type"])
-        scheduler["_class_name"] = "DPMSolverMultistepScheduler"
-        # StableDiffusionPipeline rewrites steps_offset 0 to 1 with a warning; only "leading" spacing reads it.
-        scheduler["steps_offset"] = 1
+        if objective == "flow":
+            # diffusers' flow-matching Euler walks the same times as t2i's flow_euler (flow_sigmas); its
+            # StableDiffusionPipeline runs it after one line, `pipe.scheduler.init_noise_sigma = 1.0` (the class
+            # lacks the attribute that pipeline reads; docs/training.md).
+            scheduler = flow_scheduler_config()
+        else:
+            schedule = NoiseScheduleConfig(**gen_info["schedule"])
+            # DPM-Solver++(2M) is t2i's default sampler, and diffusers' version of it walks the same trailing
+            # timesteps as ours for any step count (its DDIM does not when steps do not divide 1000).
+            scheduler = diffusers_scheduler_config(schedule, gen_info["prediction_type"])
+            scheduler["_class_name"] = "DPMSolverMultistepScheduler"
+            # StableDiffusionPipeline rewrites steps_offset 0 to 1 with a warning; only "leading" spacing reads it.
+            scheduler["steps_offset"] = 1
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2) + "\n")
-        (tmp / "model_index.json").write_text(json.dumps(_model_index(encoder), indent=2) + "\n")
+        index = _model_index(encoder, scheduler["_class_name"])
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         write_pipeline_info(tmp, {
             "t2i_version": __version__,
             "variant": "latent",
+            "objective": objective,  # "diffusion" (VP schedule) or "flow"; scheduler/ says the same to diffusers
             "image_size": ae_info["image_size"],
             "defaults": {**DEFAULTS, **(defaults or {})},
             "components": {
@@ -120,7 +137,7 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
     return out_dir
 
 
-def _model_index(encoder) -> dict:
+def _model_index(encoder, scheduler_class: str) -> dict:
     import diffusers
 
     return {
@@ -130,7 +147,7 @@ def _model_index(encoder) -> dict:
         "tokenizer": ["transformers", type(encoder.tokenizer).__name__],
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
-        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+        "scheduler": ["diffusers", scheduler_class],
         "safety_checker": [None, None],
         "feature_extractor": [None, None],
         "image_encoder": [None, None],

@@ -18,8 +18,13 @@ from t2i.components import PIPELINE_INFO, weights_digest
 from t2i.pipeline.base import DEFAULTS, Pipeline, Request
 from t2i.latent.speed import SpeedConfig, prepare_unet
 from t2i.sampling import (
+    FLOW_SAMPLERS,
+    FLOW_SCHEDULER,
     SAMPLERS,
     Denoiser,
+    FlowDenoiser,
+    flow_sigmas,
+    get_flow_sampler,
     NoiseScheduleConfig,
     alphas_cumprod,
     get_sampler,
@@ -29,6 +34,9 @@ from t2i.sampling import (
     unet_network,
 )
 from t2i.text import MINILM, TextEncoder, load_text_encoder, minilm_path
+
+
+FLOW_DEFAULT_SAMPLER = "flow_euler"  # a flow generator's sampler when its folder names none
 
 
 def _pipeline_text_encoder(folder: Path, info: dict) -> TextEncoder:
@@ -49,26 +57,39 @@ def _pipeline_text_encoder(folder: Path, info: dict) -> TextEncoder:
 class LatentPipeline(Pipeline):
     """The latent variant (Stable Diffusion's): text encoder → U-Net over autoencoder latents → VAE decoder."""
 
-    samplers = tuple(SAMPLERS)
+    samplers = tuple(SAMPLERS)  # a flow generator's pipeline has FLOW_SAMPLERS instead
 
     def __init__(self, text_encoder: TextEncoder, unet, vae, scheduler_config: dict, info: dict, *,
                  speed: SpeedConfig | None = None, preview_decoder=None):
-        super().__init__(text_encoder, info, {**DEFAULTS, **info.get("defaults", {})})
+        # The scheduler config says how the generator was trained: FlowMatchEulerDiscreteScheduler for the
+        # flow objective, a VP (DDIM-family) schedule otherwise.
+        self.objective = "flow" if scheduler_config.get("_class_name") == FLOW_SCHEDULER else "diffusion"
+        flow = self.objective == "flow"
+        own = {"sampler": FLOW_DEFAULT_SAMPLER} if flow else {}
+        super().__init__(text_encoder, info, {**DEFAULTS, **own, **info.get("defaults", {})})
+        self.samplers = tuple(FLOW_SAMPLERS) if flow else tuple(SAMPLERS)
+        if self.defaults["sampler"] not in self.samplers:
+            raise ValueError(f"the folder's default sampler {self.defaults['sampler']!r} does not fit its "
+                             f"{self.objective} generator; choose from {', '.join(self.samplers)}")
         self.unet = unet.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
         self.speed = speed or SpeedConfig()
         self._unet_module = prepare_unet(self.unet, self.speed)  # what the sampler calls (maybe compiled)
         # The tiny decoder fitted after autoencoder training (t2i.autoencoder.preview_decoder), or None.
         self.preview_decoder = preview_decoder.eval().requires_grad_(False) if preview_decoder is not None else None
-        self.prediction_type = scheduler_config["prediction_type"]
-        self.schedule = NoiseScheduleConfig(
-            num_train_timesteps=scheduler_config["num_train_timesteps"],
-            beta_start=scheduler_config["beta_start"],
-            beta_end=scheduler_config["beta_end"],
-            beta_schedule=scheduler_config["beta_schedule"],
-        )
-        self.timestep_spacing = scheduler_config.get("timestep_spacing", "trailing")
-        self.alphas_cumprod = alphas_cumprod(self.schedule)
+        self.num_train_timesteps = int(scheduler_config["num_train_timesteps"])
+        if flow:
+            self.flow_shift = float(scheduler_config.get("shift", 1.0))
+        else:
+            self.prediction_type = scheduler_config["prediction_type"]
+            self.schedule = NoiseScheduleConfig(
+                num_train_timesteps=scheduler_config["num_train_timesteps"],
+                beta_start=scheduler_config["beta_start"],
+                beta_end=scheduler_config["beta_end"],
+                beta_schedule=scheduler_config["beta_schedule"],
+            )
+            self.timestep_spacing = scheduler_config.get("timestep_spacing", "trailing")
+            self.alphas_cumprod = alphas_cumprod(self.schedule)
         self.latent_scaling_factor = float(vae.config.scaling_factor)
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
@@ -127,13 +148,16 @@ class LatentPipeline(Pipeline):
         # A network per run: the reused text keys/values live exactly as long as this run.
         net = unet_network(self._unet_module, reuse_text_kv=self.speed.reuse_text_kv and not self.speed.compile,
                            autocast_dtype=torch.bfloat16 if self.speed.bf16 else None)
-        denoiser = Denoiser(net, self.alphas_cumprod, self.prediction_type)
-        denoise = guided(denoiser, cond, uncond, r.guidance)
         generators = [torch.Generator().manual_seed(k) for k in r.seeds]
         shape = (self.unet.config.in_channels, r.height // self.vae_factor, r.width // self.vae_factor)
         x = per_image_randn(shape, generators)  # (B, c, h, w)
-        timesteps = spaced_timesteps(self.schedule.num_train_timesteps, r.steps, self.timestep_spacing)
         callback = (lambda i, x_t, x0: on_step(i, x0)) if on_step else None
+        if self.objective == "flow":
+            denoise = guided(FlowDenoiser(net, self.num_train_timesteps), cond, uncond, r.guidance)
+            sigmas = flow_sigmas(r.steps, self.num_train_timesteps, self.flow_shift)
+            return get_flow_sampler(r.sampler)(denoise, x, sigmas, generators=generators, callback=callback)
+        denoise = guided(Denoiser(net, self.alphas_cumprod, self.prediction_type), cond, uncond, r.guidance)
+        timesteps = spaced_timesteps(self.schedule.num_train_timesteps, r.steps, self.timestep_spacing)
         return get_sampler(r.sampler)(denoise, x, timesteps, self.alphas_cumprod,
                                          generators=generators, callback=callback)
 
@@ -146,6 +170,11 @@ class LatentPipeline(Pipeline):
                  ) -> list[Image.Image]:
         """Generate `num_images` images per prompt. `seed` is a base seed (image k gets seed + k) or one seed
         per image. `callback(step, total, previews)` receives each step's decoded clean-image prediction."""
+        other = SAMPLERS if self.objective == "flow" else FLOW_SAMPLERS
+        if sampler in other:
+            raise ValueError(f"sampler {sampler!r} is for {'VP diffusion' if self.objective == 'flow' else 'flow'} "
+                             f"generators; this one is a {self.objective} generator: "
+                             f"choose from {', '.join(self.samplers)}")
         r = self.request(prompt, negative_prompt=negative_prompt, num_images=num_images, steps=steps,
                          guidance=guidance, seed=seed, sampler=sampler, height=height, width=width)
         on_step = (lambda i, x0: callback(i + 1, r.steps, self.decode_preview(x0))) if callback else None

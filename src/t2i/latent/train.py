@@ -22,11 +22,11 @@ from t2i.data.layout import TRAIN
 from t2i.data.sources import ImageRows, open_source
 from t2i.training.cache import SHARD_ROWS, latent_rows, sharded_cache
 from t2i.text.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
-from t2i.diffusion.loss import diffusion_loss
-from t2i.diffusion.unet import GeneratorConfig, build_unet
+from t2i.diffusion.loss import diffusion_loss, flow_loss
+from t2i.diffusion.unet import GeneratorConfig, build_unet, check_objective
 from t2i.images import grid
 from t2i.latent.pipeline import LatentPipeline
-from t2i.sampling import Denoiser, alphas_cumprod, diffusers_scheduler_config
+from t2i.sampling import Denoiser, FlowDenoiser, alphas_cumprod, diffusers_scheduler_config, flow_scheduler_config
 from t2i.text import SCRATCH, TextEncoderConfig
 from t2i.training.batches import sample_rand, sample_randn
 from t2i.training.finish import finish_training
@@ -34,7 +34,7 @@ from t2i.training.trainer import TrainConfig, process_state, random_batches, res
 
 log = logging.getLogger("t2i.latent")
 
-GRID_STEPS = 20  # DPM-Solver++(2M) steps of the sample grids drawn during training
+GRID_STEPS = 20  # sampler steps of the sample grids drawn during training (DPM-Solver++(2M); flow Euler for flow)
 GRID_GUIDANCE = 2.0  # classifier-free guidance scale of the grids
 
 
@@ -52,12 +52,12 @@ class GeneratorTrainConfig:
     eval_clip: str | None = None  # CLIPModel folder for the checks (t2i train clip); required when eval_every > 0
 
 
-def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: float, uncond: torch.Tensor,
-                   text_table=None):
-    """The diffusion loss on latents sampled from the cached posterior. With `text_table` (rows indexed by
-    caption) the text is cached; without, the model holds a trainable encoder. Noise, timesteps, dropout and, for
-    an image with several captions, which one, are drawn per sample (`sample_randn`...), so a multi-process run
-    draws for each sample what a single process would."""
+def generator_loss(denoiser: Denoiser | FlowDenoiser, cfg: GeneratorConfig, scaling_factor: float,
+                   uncond: torch.Tensor, text_table=None):
+    """The diffusion (for a FlowDenoiser, rectified-flow) loss on latents sampled from the cached posterior. With
+    `text_table` (rows indexed by caption) the text is cached; without, the model holds a trainable encoder. Noise,
+    timesteps, dropout and, for an image with several captions, which one, are drawn per sample (`sample_randn`...),
+    so a multi-process run draws for each sample what a single process would."""
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         mean, std = batch["latent_mean"], batch["latent_std"]
@@ -65,8 +65,11 @@ def generator_loss(denoiser: Denoiser, cfg: GeneratorConfig, scaling_factor: flo
         x0 = (mean + std * sample_randn(mean.shape, generator, device=device)) * scaling_factor  # (B, c, h, w)
         drop = sample_rand((b,), generator, device=device) < cfg.caption_dropout  # (B,)
         unet, emb = caption_embeddings(model, batch, drop, text_table, uncond, generator)
-        return diffusion_loss(denoiser, x0, lambda x_t, t: unet(x_t, t, encoder_hidden_states=emb).sample, generator,
-                              min_snr_gamma=cfg.min_snr_gamma)
+        predict = lambda x_t, t: unet(x_t, t, encoder_hidden_states=emb).sample  # noqa: E731
+        if isinstance(denoiser, FlowDenoiser):
+            return flow_loss(denoiser, x0, predict, generator, logit_mean=cfg.flow_logit_mean,
+                             logit_std=cfg.flow_logit_std)
+        return diffusion_loss(denoiser, x0, predict, generator, min_snr_gamma=cfg.min_snr_gamma)
 
     return loss_fn
 
@@ -99,6 +102,7 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     if cfg.eval_every > 0 and make_evaluator is None:
         raise ValueError("FID during training needs make_evaluator= (t2i.evaluation.during_training."
                          "periodic_evaluator builds one from the config)")
+    check_objective(cfg.model)  # before anything is read or cached
     ae_info = read_component_info(autoencoder_dir, "autoencoder")
     vae = AutoencoderKL.from_pretrained(autoencoder_dir, use_safetensors=True).eval().requires_grad_(False)
     scaling_factor = float(vae.config.scaling_factor)
@@ -133,7 +137,7 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         unet = build_unet(cfg.model, sample_size=latent_size, latent_channels=latents["latent_mean"].shape[1],
                           cross_attention_dim=text.encoder.hidden_size)
     model = trainable(unet, text)
-    denoiser = Denoiser(unet, alphas_cumprod(cfg.model.schedule), cfg.model.prediction_type)
+    denoiser = make_denoiser(unet, cfg.model)
     loss_fn = generator_loss(denoiser, cfg.model, scaling_factor, text.uncond, text.text_table)
     batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     prompts = sorted(set(captions))[:4]
@@ -153,7 +157,8 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         info = {
             "component": "generator",
             "kind": "latent-diffusion",
-            "prediction_type": cfg.model.prediction_type,
+            "objective": cfg.model.objective,
+            "prediction_type": cfg.model.prediction_type if cfg.model.objective == "diffusion" else "flow",
             "schedule": asdict(cfg.model.schedule),
             "image_size": image_size,
             "latent_size": latent_size,
@@ -181,15 +186,29 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     return finish_training(result, "generator", out_dir, save)
 
 
+def make_denoiser(unet, cfg: GeneratorConfig) -> Denoiser | FlowDenoiser:
+    """The parameterisation the generator trains under: VP diffusion with cfg.prediction_type, or flow."""
+    if cfg.objective == "flow":
+        return FlowDenoiser(unet)
+    return Denoiser(unet, alphas_cumprod(cfg.schedule), cfg.prediction_type)
+
+
+def scheduler_config(cfg: GeneratorConfig) -> dict:
+    """The diffusers scheduler config a pipeline of this generator runs with (what LatentPipeline reads the
+    objective from): DDIM-family keys on the VP schedule, or FlowMatchEulerDiscreteScheduler's for flow."""
+    if cfg.objective == "flow":
+        return flow_scheduler_config()
+    return diffusers_scheduler_config(cfg.schedule, cfg.prediction_type)
+
+
 def snapshot_pipeline(model: nn.Module, text_encoder, scratch: bool, vae, cfg: GeneratorConfig) -> LatentPipeline:
     """A pipeline of the current weights: CPU copies, since the pipeline freezes what it is given and samples on
     the CPU, while training goes on with the originals. `model` is the U-Net, or {"unet", "text_encoder"} when
     the encoder trains from scratch (then `text_encoder` is ignored)."""
     unet = model["unet"] if scratch else model
     encoder = model["text_encoder"] if scratch else text_encoder
-    scheduler = diffusers_scheduler_config(cfg.schedule, cfg.prediction_type)
     return LatentPipeline(copy.deepcopy(encoder).cpu(), copy.deepcopy(unet).cpu(), copy.deepcopy(vae).cpu(),
-                          scheduler, {})
+                          scheduler_config(cfg), {})
 
 
 def sample_grid_hook(folder: Path, vae, cfg: GeneratorConfig, prompts: list[str], text_encoder, scratch: bool):
@@ -198,7 +217,7 @@ def sample_grid_hook(folder: Path, vae, cfg: GeneratorConfig, prompts: list[str]
 
     def on_sample(step: int, module: nn.Module) -> None:
         pipe = snapshot_pipeline(module, text_encoder, scratch, vae, cfg)
-        images = pipe(prompts, steps=GRID_STEPS, guidance=GRID_GUIDANCE, sampler="dpmpp_2m", seed=0)
+        images = pipe(prompts, steps=GRID_STEPS, guidance=GRID_GUIDANCE, seed=0)  # the objective's default sampler
         folder.mkdir(parents=True, exist_ok=True)
         grid(images, scale=2).save(folder / f"step-{step:09d}.png")
 

@@ -1,7 +1,16 @@
 """Sampling: the VP noise schedule, the ε/v/x0 parameterisation, classifier-free guidance, the samplers and
-dynamic thresholding."""
+dynamic thresholding; the flow-matching parameterisation and samplers (`flow.py`)."""
 
-from t2i.sampling.denoiser import PREDICTION_TYPES, Denoiser, guided, unet_network
+from t2i.sampling.denoiser import PREDICTION_TYPES, Denoiser, FlowDenoiser, guided, unet_network
+from t2i.sampling.flow import (
+    FLOW_SAMPLERS,
+    FLOW_SCHEDULER,
+    flow_scheduler_config,
+    flow_sigmas,
+    get_flow_sampler,
+    sample_flow_euler,
+    sample_flow_heun,
+)
 from t2i.sampling.samplers import (
     SAMPLERS,
     get_sampler,
@@ -22,6 +31,14 @@ from t2i.sampling.schedule import (
 from t2i.sampling.thresholding import dynamic_thresholding
 
 __all__ = [
+    "FLOW_SAMPLERS",
+    "FLOW_SCHEDULER",
+    "FlowDenoiser",
+    "flow_scheduler_config",
+    "flow_sigmas",
+    "get_flow_sampler",
+    "sample_flow_euler",
+    "sample_flow_heun",
     "LAMBDA_MIN_CLIPPED",
     "PREDICTION_TYPES",
     "SAMPLERS",

@@ -94,6 +94,45 @@ class Denoiser:
         return self.to_x0(self.net(x_t, t, cond), x_t, t)
 
 
+class FlowDenoiser:
+    """x0_hat = D(x_t, t, cond) from a network trained with rectified flow / flow matching.
+
+    The path x_t = (1−t)·x0 + t·ε, t ∈ [0, 1], and the network predicts the velocity v = dx_t/dt = ε − x0
+    (Liu et al. 2022, "Flow Straight and Fast"; Lipman et al. 2022; the convention of Esser et al. 2024, SD3,
+    https://arxiv.org/abs/2403.03206). The network sees the timestep t·num_train_timesteps, as diffusers'
+    `FlowMatchEulerDiscreteScheduler` feeds it (σ·1000 with shift 1), so a diffusers pipeline runs it as trained.
+    Holds no state beyond its constructor.
+    """
+
+    def __init__(self, net: Network, num_train_timesteps: int = 1000):
+        self.net = net
+        self.num_train_timesteps = num_train_timesteps
+
+    @staticmethod
+    def _t(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=like.device).reshape(-1)
+        if t.numel() == 1 and like.shape[0] != 1:
+            t = t.expand(like.shape[0])
+        return t.to(like.dtype).reshape((-1,) + (1,) * (like.dim() - 1))  # (B, 1, …, 1)
+
+    def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The straight path x_t = (1−t)·x0 + t·ε."""
+        t = self._t(t, x0)
+        return (1 - t) * x0 + t * eps
+
+    def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The velocity v = ε − x0 the network is trained to output (constant along each straight path)."""
+        return eps - x0
+
+    def to_x0(self, v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x0_hat = x_t − t·v. Never clipped."""
+        return x_t - self._t(t, x_t) * v
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x_t.device, dtype=torch.float32).reshape(-1).expand(x_t.shape[0])  # (B,)
+        return self.to_x0(self.net(x_t, t * self.num_train_timesteps, cond), x_t, t)
+
+
 def guided(
     denoiser: Denoiser, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -119,6 +158,7 @@ def guided(
         # Guiding x0 is guiding the raw output: at fixed (x_t, t), x0 = a·x_t + b·out is affine in the output,
         # and the weights (1 − scale) + scale sum to 1, so the a·x_t term passes through unchanged. Hence the
         # same result for ε, v or x0 networks (tested), and diffusers' pipeline (which guides ε or v) agrees.
+        # The same holds for a FlowDenoiser (x0 = x_t − t·v): guiding x0 is guiding the velocity.
         return x0_u + scale * (x0_c - x0_u)
 
     return denoise
