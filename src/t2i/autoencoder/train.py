@@ -81,6 +81,7 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: Autoencode
     result = train(vae, autoencoder_loss(cfg.kl_weight, cfg.pixel_loss), batches, cfg.train, log_dir=out_dir,
                    desc="autoencoder", resume=resume, reset_data_position=reset_data_position,
                    data_fingerprint=fingerprint)
+
     def save() -> dict:
         vae.cpu()  # measurements below run on the CPU, where the images are (a no-op on CPU-only machines)
         measured = train_images[torch.arange(min(2048, len(train_images)))]  # (≤ 2048, 3, S, S)

@@ -105,6 +105,7 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
     batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="base", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint)
+
     def save() -> dict:
         final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
         final_unet.save_pretrained(out_dir, safe_serialization=True)
@@ -198,6 +199,7 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
     batches = random_batches(pairs, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names[held:])
     result = train(unet, upsampler_loss(denoiser, m), batches, cfg.train, log_dir=out_dir, desc="upsampler",
                    resume=resume, reset_data_position=reset_data_position, data_fingerprint=fingerprint)
+
     def save() -> dict:
         final = (result.ema if result.ema is not None else unet).cpu()  # measured on the CPU, where the images are
         start = time.perf_counter()

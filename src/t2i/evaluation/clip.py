@@ -225,6 +225,7 @@ def train_clip(data_dir: str | Path, out_dir: str | Path, cfg: ClipTrainConfig, 
     result = train(model, contrastive_loss, random_batches(tensors, train_cfg.micro_batch_size, seed=train_cfg.seed),
                    train_cfg, log_dir=out_dir, desc="clip", resume=resume, reset_data_position=reset_data_position,
                    data_fingerprint=fingerprint)
+
     def save() -> dict:
         model.cpu().eval()
         model.save_pretrained(out_dir, safe_serialization=True)

@@ -205,6 +205,7 @@ def train_shapes_classifier(out_dir: str | Path, cfg: ShapesClassifierTrainConfi
     result = train(model, classifier_loss, random_batches(tensors, train_cfg.micro_batch_size, seed=train_cfg.seed),
                    train_cfg, log_dir=out_dir, desc="shapes classifier", resume=resume,
                    reset_data_position=reset_data_position)
+
     def save() -> dict:
         model.cpu().eval().requires_grad_(False)
         model.save_pretrained(out_dir)

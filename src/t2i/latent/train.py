@@ -142,15 +142,16 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     prompts = sorted(set(captions))[:4]
     on_sample = sample_grid_hook(out_dir / "samples", vae, cfg.model, prompts, text.encoder, text.scratch)
-    on_log = None
-    if cfg.eval_every > 0 and processes.is_main_process:
-        evaluator = make_evaluator(image_size, cache_dir)
+    # FID checks on rank 0 only, each on a CPU snapshot of the current weights
+    evaluator = make_evaluator(image_size, cache_dir) if cfg.eval_every > 0 and processes.is_main_process else None
 
-        def on_log(step: int, loss: float) -> None:
-            evaluator(step, lambda: snapshot_pipeline(model, text.encoder, text.scratch, vae, cfg.model))
+    def on_log(step: int, loss: float) -> None:
+        evaluator(step, lambda: snapshot_pipeline(model, text.encoder, text.scratch, vae, cfg.model))
+
     result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="generator", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint, on_sample=on_sample,
-                   on_log=on_log)
+                   on_log=on_log if evaluator is not None else None)
+
     def save() -> dict:
         final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
         final_unet.save_pretrained(out_dir, safe_serialization=True)
@@ -179,7 +180,7 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
             "metrics": result.metrics(),
             "losses": result.losses,
         }
-        if on_log is not None:
+        if evaluator is not None:
             info["eval_during_training"] = evaluator.rows
         return info
 

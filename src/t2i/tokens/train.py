@@ -125,6 +125,7 @@ def train_tokens(data_dir: str | Path, vq_dir: str | Path, out_dir: str | Path, 
                              cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="tokens", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint)
+
     def save() -> dict:
         final = result.ema if result.ema is not None else model
         final.cpu().save_pretrained(out_dir)

@@ -113,6 +113,7 @@ def train_vq(data_dir: str | Path, out_dir: str | Path, cfg: VQTrainConfig, *, c
     trainee = VQTrainee(vq, cfg.reinit_every)
     result = train(trainee, vq_loss(cfg.commitment), batches, cfg.train, log_dir=out_dir, desc="vq", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint)
+
     def save() -> dict:
         vq.cpu().eval()  # measurements below run on the CPU, where the images are
         train_grids = encode_indices(vq, train_images[torch.arange(min(2048, len(train_images)))])
