@@ -149,16 +149,21 @@ def test_euler_and_heun_converge_to_the_closed_form_at_their_orders():
     assert e_heun[-1] < 1e-3 and e_heun[-1] < e_euler[-1] / 10, (e_euler, e_heun)
 
 
+def diffusers_sample(sched, x: torch.Tensor) -> torch.Tensor:
+    """x integrated by a diffusers flow scheduler (timesteps already set) with the Gaussian flow's velocity."""
+    for t in sched.timesteps:
+        sigma = t / 1000
+        v = (x - gaussian_denoiser(x, sigma.expand(len(x)))) / sigma
+        x = sched.step(v, t, x).prev_sample
+    return x
+
+
 def test_euler_matches_diffusers_flow_match_euler_and_its_grid():
     steps, x = 12, randn(2, 4, 8, 8, seed=1)
     sched = FlowMatchEulerDiscreteScheduler.from_config(flow_scheduler_config())
     sched.set_timesteps(steps)
     assert torch.allclose(sched.sigmas.double(), flow_sigmas(steps), atol=1e-6)
-    theirs = x.clone()
-    for t in sched.timesteps:
-        sigma = t / 1000
-        v = (theirs - gaussian_denoiser(theirs, sigma.expand(2))) / sigma
-        theirs = sched.step(v, t, theirs).prev_sample
+    theirs = diffusers_sample(sched, x)
     ours = sample_flow_euler(gaussian_denoiser, x, flow_sigmas(steps))
     assert (ours - theirs).abs().max() < 1e-5
 
@@ -167,11 +172,7 @@ def test_heun_matches_diffusers_flow_match_heun():
     steps, x = 8, randn(2, 4, 8, 8, seed=2)
     sched = FlowMatchHeunDiscreteScheduler.from_config(flow_scheduler_config())
     sched.set_timesteps(steps)
-    theirs = x.clone()
-    for t in sched.timesteps:
-        sigma = t / 1000
-        v = (theirs - gaussian_denoiser(theirs, sigma.expand(2))) / sigma
-        theirs = sched.step(v, t, theirs).prev_sample
+    theirs = diffusers_sample(sched, x)
     ours = sample_flow_heun(gaussian_denoiser, x, flow_sigmas(steps))
     assert (ours - theirs).abs().max() < 1e-5
 

@@ -192,13 +192,20 @@ def test_a_nan_batch_is_skipped_without_update_and_logged_with_its_sample_names(
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_nan_losses_in_a_row_roll_back_then_stop_with_a_clear_error(tmp_path):
+def nan_from_call(first: int):
+    """`denoising_loss`, but NaN from its `first`-th call on (every later step diverges)."""
     calls = {"n": 0}
 
     def diverging_loss(model, batch, generator):
         calls["n"] += 1
         loss = denoising_loss(model, batch, generator)
-        return loss * float("nan") if calls["n"] > 4 else loss  # from step 5 on, every loss is NaN
+        return loss * float("nan") if calls["n"] >= first else loss
+
+    return diverging_loss
+
+
+def test_nan_losses_in_a_row_roll_back_then_stop_with_a_clear_error(tmp_path):
+    diverging_loss = nan_from_call(5)
 
     cfg = TrainConfig(steps=20, batch_size=8, warmup_steps=1, checkpoint_every=2, max_nonfinite_in_row=2,
                       max_rollbacks=2)
@@ -321,12 +328,7 @@ def test_resume_refuses_a_changed_accumulation_or_process_count(tmp_path):
 
 
 def test_the_default_fault_limits_roll_back_after_5_nonfinite_losses_and_stop_after_3_rollbacks(tmp_path):
-    calls = {"n": 0}
-
-    def diverging_loss(model, batch, generator):
-        calls["n"] += 1
-        loss = denoising_loss(model, batch, generator)
-        return loss * float("nan") if calls["n"] > 4 else loss  # from step 5 on, every loss is NaN
+    diverging_loss = nan_from_call(5)
 
     cfg = TrainConfig(steps=100, batch_size=8, warmup_steps=1, checkpoint_every=2)  # the default limits
     with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: 5 non-finite losses in a row, after 3 rollbacks"):

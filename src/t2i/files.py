@@ -28,14 +28,14 @@ def atomic_folder(out_dir: str | Path, *, keep_existing: bool = False) -> Iterat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if keep_existing and out_dir.is_dir():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    if out_dir.is_dir() and not keep_existing:
-        shutil.rmtree(out_dir)
-    elif out_dir.exists() and not out_dir.is_dir():
+    if out_dir.exists() and not out_dir.is_dir():
         shutil.rmtree(tmp, ignore_errors=True)
         raise FileExistsError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir():
+        if keep_existing:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        shutil.rmtree(out_dir)
     try:
         os.replace(tmp, out_dir)
     except OSError:

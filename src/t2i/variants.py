@@ -85,12 +85,11 @@ def variant_of_generator(generator_dir: str | Path) -> str:
 
 def compose_pipeline(generator_dir: str | Path, out_dir: str | Path, **kwargs) -> Path:
     """Compose the pipeline of whichever variant the generator belongs to."""
-    variant = VARIANTS[variant_of_generator(generator_dir)]
-    unknown = sorted(set(kwargs) - set(variant.compose_options))
+    name = variant_of_generator(generator_dir)
+    unknown = sorted(set(kwargs) - set(VARIANTS[name].compose_options))
     if unknown:
-        raise ValueError(f"{', '.join(unknown)} do(es) not apply to composing a {variant_of_generator(generator_dir)} "
-                         "pipeline")
-    return variant.compose(generator_dir, out_dir, **kwargs)
+        raise ValueError(f"{', '.join(unknown)} do(es) not apply to composing a {name} pipeline")
+    return VARIANTS[name].compose(generator_dir, out_dir, **kwargs)
 
 
 def load_pipeline(folder: str | Path, *, speed=None) -> Pipeline:
