@@ -21,6 +21,7 @@ from t2i.autoencoder.model import psnr
 from t2i.cascade.model import UpsamplerConfig, build_upsampler, check_upsampler_config, pixel_schedule, upsample, \
     upsampler_network
 from t2i.cascade.sample import super_resolve
+from t2i.data.layout import TRAIN
 from t2i.data.sources import ImageRows, open_source
 from t2i.training.cache import SHARD_ROWS
 from t2i.text.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
@@ -42,6 +43,8 @@ log = logging.getLogger("t2i.cascade")
 BASE_PRESETS = {
     "tiny": lambda: GeneratorConfig(block_out_channels=(16, 32), norm_num_groups=8, schedule=pixel_schedule()),
     "small": lambda: GeneratorConfig(schedule=pixel_schedule()),
+    # The 64-px emoji recipe's (recipes/emoji64.sh): the latent generator's medium U-Net on 16×16 pixels.
+    "medium": lambda: GeneratorConfig(block_out_channels=(64, 128), norm_num_groups=32, schedule=pixel_schedule()),
     "base": lambda: GeneratorConfig(block_out_channels=(64, 128, 128), attention_levels=(False, True, True),
                                     layers_per_block=2, norm_num_groups=32, schedule=pixel_schedule()),
 }
@@ -72,10 +75,12 @@ def base_loss(denoiser: Denoiser, cfg: GeneratorConfig, uncond: torch.Tensor | N
 
 
 def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, *, cache_dir: str | Path | None = None,
-               command: str | None = None, resume: bool | str | Path = False, reset_data_position: bool = False) -> dict:
+               command: str | None = None, resume: bool | str | Path = False, reset_data_position: bool = False,
+               split: str | None = TRAIN) -> dict:
     """Cache the text embeddings, train the pixel U-Net (and a from-scratch encoder), save the component.
 
-    `data_dir`, `resume`, `reset_data_position`, multi-process runs and stop signals: as `train_generator`.
+    `data_dir`, `resume`, `reset_data_position`, `split`, multi-process runs and stop signals: as
+    `train_generator`.
     """
     out_dir = Path(out_dir)
     resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
@@ -84,7 +89,7 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
     if cfg.image_size % cfg.model.downsampling_factor:  # fail before reading anything
         raise ValueError(f"base image size {cfg.image_size} is not divisible by the U-Net's factor "
                          f"{cfg.model.downsampling_factor}")
-    source = open_source(data_dir)
+    source = open_source(data_dir, split=split)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
     processes = process_state()  # joins the process group under accelerate launch / torchrun (else one process)
@@ -112,6 +117,7 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
         info = {
             "component": "base",
             "kind": "pixel-diffusion",
+            "data_split": split,
             "prediction_type": cfg.model.prediction_type,
             "schedule": asdict(cfg.model.schedule),
             "image_size": cfg.image_size,
@@ -175,16 +181,18 @@ def held_out_psnr(unet, cfg: UpsamplerConfig, low: torch.Tensor, high: torch.Ten
 
 def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTrainConfig, *,
                     command: str | None = None, resume: bool | str | Path = False,
-                    reset_data_position: bool = False) -> dict:
+                    reset_data_position: bool = False, split: str | None = TRAIN) -> dict:
     """Train on (small, large) pairs of the source's images, measure held-out PSNR against bicubic, save.
 
-    `data_dir`, `resume`, `reset_data_position`, multi-process runs and stop signals: as `train_autoencoder`.
+    `split`: only that split's rows are read ("train" by default, so held-out concepts stay unseen; the PSNR
+    images are the first `held_out` rows of it). `data_dir`, `resume`, `reset_data_position`, multi-process runs
+    and stop signals: as `train_autoencoder`.
     """
     out_dir = Path(out_dir)
     resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
     check_upsampler_config(cfg.model)  # a bad config fails before any data is read
     m = cfg.model
-    source = open_source(data_dir)
+    source = open_source(data_dir, split=split)
     held = min(cfg.held_out, len(source) // 10)
     # Both sizes come from the source file through one resize (load_image), exactly as the base's training
     # images do: the small images an upsampler is trained on are distributed like those the base draws.
@@ -218,6 +226,7 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
             "image_size": m.image_size,
             "sampling_noise_level": m.sampling_noise_level,
             "data": str(data_dir),
+            "data_split": split,
             "data_fingerprint": fingerprint,
             "data_report": source.report.summary(),
             "config": asdict(cfg),

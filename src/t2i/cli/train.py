@@ -189,9 +189,10 @@ def register_base(tsub) -> None:
                         "that draws small RGB images (e.g. 16×16) from text, with the same text caching, caption "
                         "dropout and EMA as the latent generator. Upsamplers (t2i train upsampler) enlarge its images.")
     b.add_argument("--data", required=True, type=Path, help=DATA_HELP)
+    add_split_flag(b)
     b.add_argument("--out", required=True, type=Path, help="component folder to write")
     b.add_argument("--size", type=positive_int, default=16, help="side of the small images it draws, in pixels")
-    add_text_conditioned_flags(b)
+    add_text_conditioned_flags(b, presets=("tiny", "small", "medium", "base"))
     add_train_flags(b, steps=1200, batch_size=64, lr=2e-3, ema=0.999)
     b.add_argument("--cache-dir", type=Path, default=None, help="where text embeddings are cached (default OUT/cache)")
     b.set_defaults(run=run_base)
@@ -203,7 +204,7 @@ def run_base(args, command: str) -> None:
     model, text = text_conditioned_config(args, BASE_PRESETS)
     cfg = BaseTrainConfig(image_size=args.size, model=model, text=text, train=train_config(args))
     info = train_base(args.data, args.out, cfg, cache_dir=args.cache_dir, command=command, resume=args.resume,
-                      reset_data_position=args.reset_data_position)
+                      reset_data_position=args.reset_data_position, split=split_arg(args))
     if report_stop(info, command) or not is_main_process():
         return
     print(f"base: final loss {info['metrics']['final_loss']:.4f}, {args.size}×{args.size} images, wrote {args.out}")
@@ -217,6 +218,7 @@ def register_upsampler(tsub) -> None:
                         "(given to the network); at sampling a fixed level is used. Reports held-out PSNR against "
                         "bicubic enlargement. Stages chain: train 16→32 and 32→64 for a 64 px cascade.")
     u.add_argument("--data", required=True, type=Path, help=DATA_HELP + " (captions are not used)")
+    add_split_flag(u)
     u.add_argument("--out", required=True, type=Path, help="component folder to write")
     u.add_argument("--low-size", type=positive_int, default=16, help="side of the input images, in pixels")
     u.add_argument("--size", type=positive_int, default=32, help="side of the output images, a multiple of --low-size")
@@ -243,7 +245,7 @@ def run_upsampler(args, command: str) -> None:
     model.max_noise_level, model.sampling_noise_level = args.max_noise_level, args.noise_level
     cfg = UpsamplerTrainConfig(model=model, train=train_config(args), held_out=args.held_out)
     info = train_upsampler(args.data, args.out, cfg, command=command, resume=args.resume,
-                           reset_data_position=args.reset_data_position)
+                           reset_data_position=args.reset_data_position, split=split_arg(args))
     if report_stop(info, command) or not is_main_process():
         return
     m = info["metrics"]
