@@ -17,12 +17,18 @@ Beside each, two more fresh processes:
                  prints itself (from its first line of Python to the loaded pipeline)
 
     python benchmarks/generate_speed.py --model outputs/demo/pipeline
+    python benchmarks/generate_speed.py --model src/t2i/models/emoji64 --budget 1   # the shipped 64-px model
+
+Images are the model's own size (printed). The CPU's name and the load average before and after are printed
+too: on a machine other processes keep busy the seconds say little (the memory still holds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import re
 import shutil
 import statistics
@@ -38,6 +44,7 @@ t0 = time.perf_counter()
 import t2i
 pipe = t2i.load({model!r})
 startup = time.perf_counter() - t0
+size = pipe.image_size
 import torch
 torch.set_num_threads({threads})
 t = time.perf_counter()
@@ -49,7 +56,8 @@ for r in range({calls}):
     pipe("a red circle", num_images={n}, steps={steps}, seed=r, sampler={sampler!r})
     times.append(time.perf_counter() - t)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
-print(json.dumps({{"startup_s": startup, "first_s": first, "generate_s": times, "peak_rss_mib": peak}}))
+print(json.dumps({{"startup_s": startup, "first_s": first, "generate_s": times, "peak_rss_mib": peak,
+                  "image_size": size}}))
 """
 
 LIBRARIES = r"""
@@ -71,8 +79,21 @@ def text_encoder_class(model: Path) -> str:
     return architectures[0]
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo, else what Python's platform module says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def child(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:  # say why, not just that it failed
+        raise RuntimeError(f"a timed process failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -107,17 +128,25 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=5, help="timed calls per process")
     p.add_argument("--repeats", type=int, default=3, help="fresh processes")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds the median generate call should take at most (reported, e.g. 1 for issue 9's 4 × 20)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    if not any((args.model / name).is_file() for name in ("model_index.json", "t2i.json")):
+        p.error(f"--model {args.model} is not a pipeline folder (no model_index.json or t2i.json)")
     code = CHILD.format(threads=args.threads, model=str(args.model), n=args.n, steps=args.steps,
                         calls=args.calls, sampler=args.sampler)
     libraries_code = LIBRARIES.format(text_class=text_encoder_class(args.model))
+    load_before = os.getloadavg()[0]
     runs = []
     for _ in range(args.repeats):
         runs.append({**child(libraries_code), **child(code), **time_command(args)})
     startup = [r["startup_s"] for r in runs]
-    print(f"model {args.model}: {args.n} images, {args.sampler} {args.steps} steps, guidance on, "
+    size = runs[0]["image_size"]
+    print(f"model {args.model}: {args.n} images of {size}×{size} px, {args.sampler} {args.steps} steps, guidance on, "
           f"{args.threads} threads; {args.repeats} processes × {args.calls} calls")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; load average {load_before:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")
     print(f"{'figure':<24}{'min':>9}{'median':>9}{'max':>9}")
     rows = (("start-up (s)", startup),
             ("  libraries alone (s)", [r["libraries_s"] for r in runs]),
@@ -129,8 +158,13 @@ def main() -> None:
             ("  its start-up (s)", [r["command_startup_s"] for r in runs]))
     for name, values in rows:
         print(f"{name:<24}{min(values):>9.3f}{statistics.median(values):>9.3f}{max(values):>9.3f}")
+    if args.budget is not None:
+        median = statistics.median(t for r in runs for t in r["generate_s"])
+        verdict = "within" if median <= args.budget else "OVER"
+        print(f"generate median {median:.3f} s: {verdict} the budget of {args.budget:g} s")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs}, indent=2))
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "cpu": cpu_name(),
+                                         "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

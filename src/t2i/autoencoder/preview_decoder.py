@@ -77,6 +77,7 @@ def load_preview_decoder(folder: str | Path) -> PreviewDecoder | None:
     if not (folder / "model.safetensors").is_file():
         return None
     decoder = PreviewDecoder(PreviewDecoderConfig(**json.loads((folder / "config.json").read_text())))
+    # load_state_dict copies into the float32 module built above: a shipped float16 file comes back float32.
     decoder.load_state_dict(load_file(folder / "model.safetensors"))
     return decoder.eval().requires_grad_(False)
 

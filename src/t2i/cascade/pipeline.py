@@ -74,8 +74,11 @@ class CascadePipeline(Pipeline):
         folder = Path(folder)
         info = json.loads((folder / PIPELINE_INFO).read_text())
         text_encoder = load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
-        base = UNet2DConditionModel.from_pretrained(folder / info["base"]["folder"], use_safetensors=True)
-        upsamplers = [UNet2DModel.from_pretrained(folder / s["folder"], use_safetensors=True) for s in info["upsamplers"]]
+        # float32 whatever the files hold (a shipped folder stores float16: recipes/ship_model.py)
+        base = UNet2DConditionModel.from_pretrained(folder / info["base"]["folder"], use_safetensors=True,
+                                                    torch_dtype=torch.float32)
+        upsamplers = [UNet2DModel.from_pretrained(folder / s["folder"], use_safetensors=True, torch_dtype=torch.float32)
+                      for s in info["upsamplers"]]
         return cls(text_encoder, base, upsamplers, info)
 
     @property

@@ -107,8 +107,10 @@ class LatentPipeline(Pipeline):
         info = json.loads((folder / PIPELINE_INFO).read_text()) if (folder / PIPELINE_INFO).exists() else {}
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         text_encoder = _pipeline_text_encoder(folder, info)
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
-        vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
+        # float32 whatever the files hold: a shipped folder stores float16 (recipes/ship_model.py). diffusers
+        # would upcast anyway when given no dtype (into the float32 model it builds); we say so rather than rely on it.
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=torch.float32)
+        vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, torch_dtype=torch.float32)
         return cls(text_encoder, unet, vae, scheduler_config, info, speed=speed,
                    preview_decoder=load_preview_decoder(folder / "vae"))
 

@@ -137,7 +137,9 @@ def load_text_encoder(
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"text encoder folder {folder} has no config.json")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder or folder)
-    model = _load_model(folder)
+    # float32 whatever the files hold (a shipped folder stores float16): transformers 5 loads in the dtype that
+    # config.json names, or else the weights' own. .float() works on every transformers version t2i allows.
+    model = _load_model(folder).float()
     if max_length is None:
         saved = int(getattr(tokenizer, "model_max_length", 0) or 0)
         max_length = saved if 0 < saved <= 512 and str(source) != MINILM else TextEncoderConfig.max_length

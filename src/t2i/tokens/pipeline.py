@@ -61,8 +61,9 @@ class TokensPipeline(Pipeline):
             raise FileNotFoundError(f"{folder} is not a pipeline folder (no {PIPELINE_INFO}); make one with t2i compose")
         info = json.loads((folder / PIPELINE_INFO).read_text())
         text_encoder = load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
-        transformer = TokenGenerator.from_pretrained(folder / "transformer")
-        vq = VQModel.from_pretrained(folder / "vqvae", use_safetensors=True)
+        # float32 whatever the files hold (a shipped folder stores float16: recipes/ship_model.py)
+        transformer = TokenGenerator.from_pretrained(folder / "transformer").float()
+        vq = VQModel.from_pretrained(folder / "vqvae", use_safetensors=True, torch_dtype=torch.float32)
         return cls(text_encoder, transformer, vq, info)
 
     @property
