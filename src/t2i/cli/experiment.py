@@ -27,8 +27,8 @@ def register(sub) -> None:
     t.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3], metavar="K",
                    help="MiniLM truncations to compare (layers kept, of 6), besides the full MiniLM")
     t.add_argument("--encoder", action="append", default=[], metavar="NAME=FOLDER",
-                   help="also compare this local transformers encoder folder (frozen), e.g. t5=/models/t5-small; "
-                   "repeatable")
+                   help="also compare this local transformers encoder folder (frozen), e.g. t5=/models/t5-small, or "
+                   "mpnet=mpnet for the installed all-mpnet-base-v2 (opt-in: make mpnet); repeatable")
     t.set_defaults(run=run_text_encoders)
     u = esub.add_parser("unet-sizes", formatter_class=Help, help="one run per U-Net width, equal steps and equal compute",
                         description="Trains U-Nets from small to large with one text encoder, once for the same number "
@@ -37,7 +37,8 @@ def register(sub) -> None:
                         "time, so that other jobs on the machine do not change the result.")
     _common(u)
     u.add_argument("--text-encoder", default="minilm",
-                   help="'minilm' (pretrained, bundled), 'scratch', or a local transformers encoder folder")
+                   help="'minilm' (pretrained, bundled), 'mpnet' (opt-in: make mpnet), 'scratch', or a local "
+                   "transformers encoder folder")
     u.add_argument("--compute", choices=["cpu_time", "flops"], default="cpu_time",
                    help="what equal compute equalises: process CPU seconds per training step (measured once, "
                    "at --threads), or FLOPs per step")

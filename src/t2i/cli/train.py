@@ -98,8 +98,9 @@ def add_text_conditioned_flags(p, presets: tuple[str, ...] = ("tiny", "small", "
     """The flags of a text-conditioned diffusion U-Net (the latent generator, the cascade's base); `presets`: the
     names of its size presets (names only: --help imports no torch)."""
     p.add_argument("--text-encoder", default="minilm",
-                   help="'minilm' (pretrained, bundled), 'scratch' (trained jointly), or a local transformers folder "
-                   "(such as one from t2i train text-encoder)")
+                   help="'minilm' (pretrained, bundled), 'mpnet' (all-mpnet-base-v2, pretrained, opt-in: make mpnet), "
+                   "'scratch' (trained jointly), or a local transformers folder (such as one from t2i train "
+                   "text-encoder)")
     p.add_argument("--max-length", type=positive_int, default=32, help="prompt length in tokens")
     p.add_argument("--preset", choices=presets, default="small", help="U-Net size")
     p.add_argument("--prediction", choices=["v_prediction", "epsilon"], default="v_prediction",
@@ -362,7 +363,8 @@ def register_tokens(tsub) -> None:
     t.add_argument("--vq", required=True, type=Path, help="VQ autoencoder component folder (from t2i train vq)")
     t.add_argument("--out", required=True, type=Path, help="component folder to write")
     t.add_argument("--text-encoder", default="minilm",
-                   help="'minilm' (pretrained, bundled) or a local transformers folder; frozen")
+                   help="'minilm' (pretrained, bundled), 'mpnet' (opt-in: make mpnet) or a local transformers "
+                   "folder; frozen")
     t.add_argument("--max-length", type=positive_int, default=16, help="prompt length in tokens")
     t.add_argument("--preset", choices=["tiny", "small", "base"], default="small",
                    help="transformer size: tiny (width 64, 2 layers), small (128, 4), base (256, 8)")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from t2i.text import MINILM, SCRATCH, minilm_path
+from t2i.text import MINILM, MPNET, SCRATCH, minilm_path, source_folder
 from t2i.text.cut import MINILM_LAYERS, is_complete, truncated_minilm, write_encoder
 
 
@@ -48,7 +48,7 @@ def random_minilm(seed: int, folder: Path) -> Path:
 
 def encoder_ladder(truncations: tuple[int, ...] = (1, 2, 3), extra: dict[str, str] | None = None) -> list[EncoderSpec]:
     """scratch, random MiniLM, MiniLM cut to each of `truncations` layers, the full MiniLM, then `extra`
-    (name → local transformers encoder folder, used frozen)."""
+    (name → local transformers encoder folder, or "mpnet" for the installed all-mpnet-base-v2; used frozen)."""
     specs = [
         EncoderSpec("scratch", "scratch (small BERT, trained with the U-Net)", lambda root, seed: SCRATCH,
                     pretrained=False, trained_with_generator=True),
@@ -68,9 +68,11 @@ def encoder_ladder(truncations: tuple[int, ...] = (1, 2, 3), extra: dict[str, st
     for name, folder in (extra or {}).items():
         if name in names or not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"encoder name {name!r} is taken or not a plain name (letters, digits, - and _)")
-        if not (Path(folder) / "config.json").is_file():
+        # "mpnet" is unpacked here, so missing parts fail (with the pip command) before any work
+        if not (Path(source_folder(folder)) / "config.json").is_file():
             raise FileNotFoundError(f"text encoder folder {folder} has no config.json")
-        specs.append(EncoderSpec(name, f"{name} ({Path(folder).name}, frozen)", lambda root, seed, f=folder: str(f),
+        label = "all-mpnet-base-v2" if folder == MPNET else Path(folder).name
+        specs.append(EncoderSpec(name, f"{name} ({label}, frozen)", lambda root, seed, f=folder: str(f),
                                  pretrained=True, trained_with_generator=False))
         names.add(name)
     return specs

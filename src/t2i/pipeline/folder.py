@@ -12,6 +12,7 @@ from pathlib import Path
 from t2i.components import PIPELINE_INFO
 from t2i.files import atomic_folder
 from t2i.text import source_folder
+from t2i.text.packaged import MPNET
 
 
 class CompositionError(ValueError):
@@ -40,8 +41,10 @@ def text_fit_problems(text_config: dict, text_max_length: int, unet_config: dict
 
 def text_encoder_folder(text_encoder: str | Path | None, info: dict) -> tuple[str | Path, Path]:
     """(source, folder) of the text encoder a pipeline gets: `text_encoder`, else the one the component whose
-    `info` this is was trained with ("minilm" is the installed package's folder)."""
-    source = text_encoder or info["text_encoder"]["folder"]
+    `info` this is was trained with ("minilm" is the installed package's folder). A component trained with "mpnet"
+    names it again rather than its cache folder, which may have been deleted since (it is unpacked again)."""
+    recorded = info["text_encoder"]
+    source = text_encoder or (MPNET if recorded.get("source") == MPNET else recorded["folder"])
     folder = Path(source_folder(source))
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"text encoder folder {folder} has no config.json")

@@ -11,15 +11,18 @@ from t2i.text.encoder import (
     scratch_text_encoder,
     source_folder,
 )
+from t2i.text.packaged import MPNET, mpnet_path
 
 __all__ = [
     "MINILM",
+    "MPNET",
     "SCRATCH",
     "TextEncoder",
     "TextEncoderConfig",
     "build_text_encoder",
     "load_text_encoder",
     "minilm_path",
+    "mpnet_path",
     "scratch_text_encoder",
     "source_folder",
 ]

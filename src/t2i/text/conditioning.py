@@ -16,7 +16,8 @@ from torch import nn
 
 from t2i.components import weights_digest
 from t2i.training.cache import sharded_cache, text_rows
-from t2i.text import MINILM, SCRATCH, TextEncoder, TextEncoderConfig, build_text_encoder, minilm_path
+from t2i.text import SCRATCH, TextEncoder, TextEncoderConfig, build_text_encoder, source_folder
+from t2i.text.packaged import packaged_info
 from t2i.training.batches import sample_rand
 
 
@@ -39,7 +40,7 @@ def prepare_text(cfg: TextEncoderConfig, captions: list[str], *, cache_dir: Path
     carry (N, K) caption rows padded with -1, and each training step uses one of them (`pick_captions`). A
     from-scratch encoder trains on `captions` (one per image)."""
     encoder = build_text_encoder(cfg).to(device)
-    folder = minilm_path() if cfg.source == MINILM else cfg.source
+    folder = source_folder(cfg.source)
     if cfg.source == SCRATCH:
         tokens, empty = encoder.tokenize(captions), encoder.tokenize([""])
         tensors = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"],
@@ -114,4 +115,5 @@ def text_encoder_info(cfg: TextEncoderConfig, text: TextConditioning) -> dict:
         "max_length": text.encoder.max_length,
         "hidden_size": text.encoder.hidden_size,
         "weights_digest": weights_digest(text.folder),
+        **packaged_info(cfg.source),  # "mpnet": its packages' versions and full digests
     }

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from t2i.components import read_component_info, weights_digest
 from t2i.data.sources import ImageRows, open_source
 from t2i.training.cache import SHARD_ROWS, sharded_cache, text_rows
-from t2i.text import MINILM, SCRATCH, TextEncoderConfig, build_text_encoder, minilm_path
+from t2i.text import SCRATCH, TextEncoderConfig, build_text_encoder, source_folder
+from t2i.text.packaged import packaged_info
 from t2i.tokens.model import TokenGeneratorConfig, build_token_generator
 from t2i.tokens.vq import encode_indices, vq_grid_size
 from t2i.training.batches import sample_rand
@@ -83,7 +84,7 @@ def train_tokens(data_dir: str | Path, vq_dir: str | Path, out_dir: str | Path, 
     resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
     if cfg.text.source == SCRATCH:
         raise ValueError("the tokens variant reads cached embeddings of a frozen text encoder; "
-                         "'scratch' is not supported (use minilm or a local transformers folder)")
+                         "'scratch' is not supported (use minilm, mpnet or a local transformers folder)")
     if not 0 <= cfg.model.caption_dropout <= 1:
         raise ValueError(f"caption dropout must be in [0, 1], got {cfg.model.caption_dropout}")
     vq_info = read_component_info(vq_dir, "vq")
@@ -106,7 +107,7 @@ def train_tokens(data_dir: str | Path, vq_dir: str | Path, out_dir: str | Path, 
     del vq
 
     text_encoder = build_text_encoder(cfg.text).requires_grad_(False).to(processes.device)
-    text_folder = minilm_path() if cfg.text.source == MINILM else cfg.text.source
+    text_folder = source_folder(cfg.text.source)
     distinct = sorted(set(captions))
     position = {c: i for i, c in enumerate(distinct)}
     # The latent variant's text cache: same rows, same key, so the two generators can share one cache folder.
@@ -141,6 +142,7 @@ def train_tokens(data_dir: str | Path, vq_dir: str | Path, out_dir: str | Path, 
                 "max_length": text_encoder.max_length,
                 "hidden_size": text_encoder.hidden_size,
                 "weights_digest": weights_digest(text_folder),
+                **packaged_info(cfg.text.source),  # "mpnet": its packages' versions and full digests
             },
             "vq": {
                 "folder": str(vq_dir),
