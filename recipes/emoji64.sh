@@ -4,8 +4,9 @@
 #
 #   corpus at 64 px ─┬─ lane "latent":  autoencoder (the decoder, + its preview decoder) → generator → compose
 #                    └─ lane "cascade": in-domain CLIP (the judge) → base (16 px) → upsampler (16→64) → compose
-#   then both pipelines (and the 32-px model it replaces) are judged on the same prompts by the same CLIP,
-#   the better one is written to OUT/pipeline, with a comparison table and a grid.
+#   then both pipelines (and, with OLD_MODEL, the 32-px model it replaces) are judged on the same prompts by
+#   the same CLIP (t2i compare); the one with the lower held-out FID is copied to OUT/pipeline; a grid of 8 seen
+#   and 8 held-out prompts beside the real emoji (recipes/emoji64_grid.py).
 #
 #   bash recipes/emoji64.sh [OUT]            # default OUT = outputs/emoji64; rerun the same line to resume
 #   VARIANTS=latent bash recipes/emoji64.sh  # one variant only (no choice to make: about half the time)
@@ -19,7 +20,7 @@
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
 # Environment overrides (smoke tests only; the shipped model used the defaults): T2I, PYTHON, SIZE, LOW,
 # AE_STEPS, GEN_STEPS, BASE_STEPS, UP_STEPS, CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET,
-# CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY.
+# CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
 set -euo pipefail
 
 OUT=${1:-outputs/emoji64}
@@ -29,21 +30,22 @@ SIZE=${SIZE:-64}
 LOW=${LOW:-16}                        # the cascade base's side in pixels
 VARIANTS=${VARIANTS:-"latent cascade"}
 AE_PRESET=${AE_PRESET:-medium}        # AutoencoderKL (32, 64, 64): f = 4, 16×16×4 latents at 64 px
-AE_STEPS=${AE_STEPS:-800}             # × 32 images; 1.8 s of one core per step
+AE_STEPS=${AE_STEPS:-800}             # × 32 images; 2.7 s of one core per step
 GEN_PRESET=${GEN_PRESET:-medium}      # UNet2DConditionModel (64, 128), cross-attention at 8×8
-GEN_STEPS=${GEN_STEPS:-2000}          # × 64 latents; 1.4 s per step
-BASE_PRESET=${BASE_PRESET:-medium}    # the same U-Net on 16×16 pixels; 1.3 s per step
-BASE_STEPS=${BASE_STEPS:-1500}
-UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image); 3.5 s per step
-UP_STEPS=${UP_STEPS:-600}
+GEN_STEPS=${GEN_STEPS:-1600}          # × 64 latents
+BASE_PRESET=${BASE_PRESET:-medium}    # the same U-Net on 16×16 pixels
+BASE_STEPS=${BASE_STEPS:-1200}
+UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image)
+UP_STEPS=${UP_STEPS:-500}
 CLIP_PRESET=${CLIP_PRESET:-small}
-CLIP_STEPS=${CLIP_STEPS:-2000}
+CLIP_STEPS=${CLIP_STEPS:-2000}      # × 128 pairs; 0.4 s per step
 GUIDANCE=${GUIDANCE:-3}
 EVAL_N=${EVAL_N:-500}                 # held-out images generated per model (prompts: their first captions)
 SEEN_N=${SEEN_N:-500}                 # training-split prompts per model for recognition of seen concepts
 OLD_MODEL=${OLD_MODEL:-}              # a 32-px pipeline folder to judge beside (the model this one replaces)
 DATA_ARGS=${DATA_ARGS:-}              # extra flags of t2i data emoji-sets (e.g. --limit-concepts for smoke tests)
 PROGRESS_EVERY=${PROGRESS_EVERY:-60}
+JUDGE_THREADS=${JUDGE_THREADS:-2}     # threads of the judging stages, which run alone
 
 mkdir -p "$OUT/logs"
 TIMES="$OUT/times.tsv"
@@ -64,8 +66,8 @@ stage() {  # stage NAME COMMAND...: run, timing wall and CPU seconds of it and i
 done_file() { [ -f "$1" ]; }
 
 # -- the stages' budgets in minutes of one core (measured step costs × steps), for the time-left estimate --
-declare -A BUDGET=([autoencoder]=27 [generator]=52 [compose-latent]=1 [clip]=15 [base]=34
-                   [upsampler]=37 [compose-cascade]=1 [judge]=30)
+declare -A BUDGET=([autoencoder]=36 [generator]=48 [compose-latent]=1 [clip]=13 [base]=34
+                   [upsampler]=34 [compose-cascade]=1 [judge]=20)
 LANE_latent="autoencoder generator compose-latent"
 LANE_cascade="clip base upsampler compose-cascade"
 
@@ -165,3 +167,32 @@ for i in "${!pids[@]}"; do
 done
 [ "$failed" = 0 ] || exit 1
 echo "lanes done: $(for l in "${lanes[@]}"; do printf '%s ' "$OUT/$l"; done)"
+
+# -- judging: every pipeline (and the model this one replaces) on the same prompts, by the same CLIP --------
+# Both cores now: the lanes are done.
+models=()
+for v in $VARIANTS; do models+=("$OUT/$v"); done
+[ -n "$OLD_MODEL" ] && models+=("$OLD_MODEL")
+if ! done_file "$OUT/compare/compare.json"; then
+    OMP_NUM_THREADS=$JUDGE_THREADS stage judge $T2I compare "${models[@]}" --data "$OUT/data" --clip "$OUT/clip" \
+        --out "$OUT/compare" --n "$EVAL_N" --n-seen "$SEEN_N"
+fi
+cat "$OUT/compare/compare.md"
+
+# The better variant by held-out FID (the concepts no style of which was trained on) becomes OUT/pipeline.
+best=$("$PYTHON" - "$OUT/compare/compare.json" $VARIANTS <<'PY'
+import json, sys
+from pathlib import Path
+models = json.loads(Path(sys.argv[1]).read_text())["models"]
+trained = {k: v for k, v in models.items() if Path(k).name in sys.argv[2:]}
+print(Path(min(trained, key=lambda k: trained[k]["held_out"]["fid"])).name)
+PY
+)
+echo "== the better variant by held-out FID: $best"
+rm -rf "$OUT/pipeline" && cp -r "$OUT/$best" "$OUT/pipeline"
+if ! done_file "$OUT/grid.png"; then
+    OMP_NUM_THREADS=$JUDGE_THREADS stage grid "$PYTHON" "$(dirname "$0")/emoji64_grid.py" --model "$OUT/pipeline" \
+        --data "$OUT/data" --out "$OUT/grid.png" --n 6
+fi
+echo "wrote $OUT/pipeline ($best), $OUT/compare/compare.md, $OUT/grid.png; stage times in $TIMES"
+echo "to ship it: python recipes/ship_model.py $OUT/pipeline src/t2i/models/emoji64 (and update its MODEL_CARD.md)"
