@@ -61,7 +61,8 @@ def register(sub) -> None:
 
 def register_compare(sub) -> None:
     c = sub.add_parser(
-        "compare", formatter_class=Help, help="judge pipelines side by side on a corpus: held-out FID, recognition, style",
+        "compare", formatter_class=Help,
+        help="judge pipelines side by side on a corpus: held-out FID, recognition, style",
         description="Generates the same prompts with the same seeds from every MODEL and judges them with one "
         "evaluator (a CLIPModel folder, e.g. from t2i train clip on the corpus's training split). Held-out concepts "
         "(the 'held_out' split): FID and KID against every held-out real image, CLIP score, and recognition — the "
@@ -70,7 +71,8 @@ def register_compare(sub) -> None:
         "features of the training images names the set). The real images go through the same measures: the "
         "ceilings. A model smaller than the data's images is enlarged (bicubic) first. Needs metadata with a "
         "concept, a style and a split per image, as t2i data emoji-sets writes. Writes compare.json and compare.md.",
-        epilog="example:\n  t2i compare runs/latent runs/cascade --data data/emoji64 --clip runs/clip --out runs/compare")
+        epilog="example:\n  t2i compare runs/latent runs/cascade --data data/emoji64 --clip runs/clip "
+        "--out runs/compare")
     c.add_argument("models", type=Path, nargs="+", metavar="MODEL", help="pipeline folders (t2i compose)")
     c.add_argument("--data", type=Path, required=True, help="the corpus (t2i data emoji-sets)")
     c.add_argument("--clip", type=Path, required=True, help="the evaluator: a local CLIPModel folder")
