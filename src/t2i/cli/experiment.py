@@ -7,7 +7,12 @@ from pathlib import Path
 from t2i.cli.common import Help, non_negative_int
 
 PRESET_HELP = ("size: full (the demo's recipe, seeds 0 1; ~2 h per experiment on 2 idle CPU cores), quick (half "
-               "the steps, smaller samples, seed 0), tiny (seconds; exercises every stage, measures nothing)")
+               "the steps, smaller samples, seed 0), tiny (seconds; exercises every stage, measures nothing), all on "
+               "shapes; corpus (the emoji corpus at 32 px, t2i data emoji-sets: trained on its training split, "
+               "evaluated on its held-out concepts and held-out words; both experiments and seeds 0 1 in ~3 h on 2 "
+               "idle cores), corpus-tiny (its tiny, for tests; needs --data)")
+PRESETS = ("full", "quick", "tiny", "corpus", "corpus-tiny")  # the keys of experiments.presets.EXPERIMENT_PRESETS,
+# named here so that --help does not import torch
 
 
 def register(sub) -> None:
@@ -24,11 +29,13 @@ def register(sub) -> None:
                         "with synonyms that no training caption contains (crimson, azure, ball, box, ...) test whether "
                         "an encoder understands words the image-caption pairs never taught.")
     _common(t)
-    t.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3], metavar="K",
-                   help="MiniLM truncations to compare (layers kept, of 6), besides the full MiniLM")
+    t.add_argument("--layers", type=int, nargs="+", default=None, metavar="K",
+                   help="MiniLM truncations to compare (layers kept, of 6), besides the full MiniLM (default: the "
+                   "preset's: 1 2 3; corpus: 3)")
     t.add_argument("--encoder", action="append", default=[], metavar="NAME=FOLDER",
                    help="also compare this local transformers encoder folder (frozen), e.g. t5=/models/t5-small, or "
-                   "mpnet=mpnet for the installed all-mpnet-base-v2 (opt-in: make mpnet); repeatable")
+                   "mpnet=mpnet for the installed all-mpnet-base-v2 (opt-in: make mpnet; the corpus preset adds it "
+                   "when installed); repeatable")
     t.set_defaults(run=run_text_encoders)
     u = esub.add_parser("unet-sizes", formatter_class=Help, help="one run per U-Net width, equal steps and equal compute",
                         description="Trains U-Nets from small to large with one text encoder, once for the same number "
@@ -48,15 +55,16 @@ def register(sub) -> None:
 
 
 def _common(p) -> None:
-    p.add_argument("--preset", choices=["full", "quick", "tiny"], default="quick", help=PRESET_HELP)
+    p.add_argument("--preset", choices=PRESETS, default="quick", help=PRESET_HELP)
     p.add_argument("--out", type=Path, default=None,
                    help="experiment folder (default outputs/experiments/PRESET); both experiments of one folder "
                    "share its data, autoencoder, evaluators and caches")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
                    help="one run per model and seed; two or more show the spread (default: the preset's)")
     p.add_argument("--data", type=Path, default=None,
-                   help="your own data folder instead of the preset's shapes (compositional and synonym accuracy "
-                   "need shapes data)")
+                   help="your own data folder instead of the preset's (compositional and synonym accuracy need "
+                   "shapes data; the corpus presets' held-out words need a corpus from t2i data emoji-sets at the "
+                   "preset's size; default: built once into OUT/shared/data)")
     p.add_argument("--autoencoder", type=Path, default=None, help="a trained autoencoder folder for --data "
                    "(default: trained once into OUT/shared)")
     p.add_argument("--clip", type=Path, default=None,
@@ -72,6 +80,8 @@ def _experiment(args):
 
     from t2i.experiments.presets import EXPERIMENT_PRESETS
 
+    if args.preset == "corpus-tiny" and not args.data:  # its own build would fetch and draw the npm packages
+        raise ValueError("--preset corpus-tiny needs --data (a small corpus from t2i data emoji-sets --size 16)")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = EXPERIMENT_PRESETS[args.preset]()
@@ -93,6 +103,7 @@ def _done(results: dict, folder: Path) -> None:
 
 
 def run_text_encoders(args, command: str) -> None:
+    from t2i.experiments.presets import OPTIONAL_ENCODERS, TRUNCATIONS
     from t2i.experiments.runner import Stopped
     from t2i.experiments.text_encoders import TextEncodersConfig, run_text_encoders as run
 
@@ -104,8 +115,9 @@ def run_text_encoders(args, command: str) -> None:
             raise ValueError(f"--encoder takes NAME=FOLDER, got {item!r}")
         extra[name] = folder
     try:
-        results = run(out, TextEncodersConfig(cfg, tuple(args.layers), extra), preset=args.preset, command=command,
-                      **given)
+        layers = tuple(args.layers) if args.layers else TRUNCATIONS[args.preset]
+        results = run(out, TextEncodersConfig(cfg, layers, extra, OPTIONAL_ENCODERS.get(args.preset, {})),
+                      preset=args.preset, command=command, **given)
     except Stopped as e:
         print(f"stopped: {e}")
         return

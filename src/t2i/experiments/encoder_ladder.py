@@ -13,6 +13,7 @@ the family is all-MiniLM-L6-v2 cut to its first k of 6 layers, beside two baseli
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ import torch
 
 from t2i.text import MINILM, MPNET, SCRATCH, minilm_path, source_folder
 from t2i.text.cut import MINILM_LAYERS, is_complete, truncated_minilm, write_encoder
+from t2i.text.packaged import MPNET_MODEL, is_installed
+
+log = logging.getLogger("t2i.experiments")
 
 
 @dataclass(frozen=True)
@@ -76,3 +80,20 @@ def encoder_ladder(truncations: tuple[int, ...] = (1, 2, 3), extra: dict[str, st
                                  pretrained=True, trained_with_generator=False))
         names.add(name)
     return specs
+
+
+def available_encoders(optional: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """`optional` (name → source) split into (the encoders that are installed, the others → why not), each one
+    left out logged: a preset may name mpnet, which is opt-in, and still run where it was not installed."""
+    present, missing = {}, {}
+    for name, source in optional.items():
+        if source == MPNET:
+            ok, why = is_installed(MPNET_MODEL), f"not installed (make mpnet, or `{MPNET_MODEL.pip_command()}`)"
+        else:
+            ok, why = (Path(source) / "config.json").is_file(), f"no config.json in {source}"
+        if ok:
+            present[name] = source
+        else:
+            missing[name] = why
+            log.warning("text encoder %s left out of this experiment: %s", name, why)
+    return present, missing

@@ -19,6 +19,13 @@ ACCURACIES = (  # (key in the summary, column title, bar label): the headline ac
     ("shape_trained", "shape, trained words", "shape\ntrained words"),
     ("shape_synonyms", "shape, held-out synonyms", "shape\nsynonyms"),
 )
+RECOGNITION = (  # the same for a corpus with held-out words (recognition.py): the prompted concept recognised
+    ("words_top1", "held-out words top-1", "words\ntop-1"),
+    ("words_top5", "held-out words top-5", "words\ntop-5"),
+    ("concepts_top1", "held-out concepts top-1", "concepts\ntop-1"),
+    ("concepts_top5", "held-out concepts top-5", "concepts\ntop-5"),
+)
+PER_WORD = ("per_word", "per_held_out_word")  # per-word numbers: kept per model, not averaged into the curve
 
 
 def _spread(values: list[float]) -> dict:
@@ -41,7 +48,28 @@ def _headline_numbers(setting: dict) -> dict:
                    shape_trained=syn["trained_words"]["shape"]["accuracy"],
                    shape_synonyms=syn["shape_synonyms"]["shape"]["accuracy"])
         out["per_word"] = {w: v["accuracy"] for w, v in syn["per_word"].items()}
+    rec = setting.get("recognition")
+    if rec:
+        for kind in ("words", "concepts"):
+            if kind in rec:
+                out.update({f"{kind}_top{k}": rec[kind][f"top{k}"] for k in (1, 5)})
+        out["per_held_out_word"] = rec["per_word_top5"]
     return out
+
+
+def _chance(run: dict, headline_guidance: float) -> dict | None:
+    """Chance recognition of a run's prompts (the same for every run of an experiment), or None."""
+    for s in run["settings"]:
+        if s["guidance"] == headline_guidance and s.get("recognition"):
+            return {kind: {k: s["recognition"][kind][k] for k in ("chance_top1", "chance_top5")}
+                    for kind in ("words", "concepts") if kind in s["recognition"]}
+    return None
+
+
+def _accuracy_columns(summary: list[dict]) -> list[tuple[str, str, str]]:
+    """The accuracies some model has a number for: the shapes ones, the corpus ones, or none."""
+    return [a for a in ACCURACIES + RECOGNITION
+            if any((e["headline"] or {}).get(a[0], {}).get("mean") is not None for e in summary)]
 
 
 def summarise(runs: list[dict], headline_guidance: float) -> list[dict]:
@@ -61,17 +89,22 @@ def summarise(runs: list[dict], headline_guidance: float) -> list[dict]:
         curve = []
         for w in guidance:
             numbers = [_headline_numbers(s) for r in runs_ for s in r["settings"] if s["guidance"] == w]
-            names = [k for k in numbers[0] if k != "per_word"]
+            names = [k for k in numbers[0] if k not in PER_WORD]
             curve.append({"guidance": w, **{k: _spread([n.get(k) for n in numbers]) for k in names}})
         head = next((c for c in curve if c["guidance"] == headline_guidance), None)
-        per_word = {}
+        per_word, held_out_words = {}, {}
         for r in runs_:
             for s in r["settings"]:
-                if s["guidance"] == headline_guidance and s.get("synonyms"):
-                    for w, v in _headline_numbers(s)["per_word"].items():
+                if s["guidance"] == headline_guidance:
+                    numbers = _headline_numbers(s)
+                    for w, v in numbers.get("per_word", {}).items():
                         per_word.setdefault(w, []).append(v)
+                    for w, v in numbers.get("per_held_out_word", {}).items():
+                        held_out_words.setdefault(w, []).append(v)
         entry.update(
             curve=curve, headline=head, per_word={w: _spread(v) for w, v in per_word.items()},
+            held_out_words={w: _spread(v) for w, v in held_out_words.items()},
+            recognition_chance=_chance(runs_[0], headline_guidance),
             unet_parameters=runs_[0]["unet_parameters"], train_steps=runs_[0]["train_steps"],
             train_cpu_seconds=_spread([r["cpu_seconds"].get("train") for r in runs_]),
             evaluate_cpu_seconds=_spread([r["cpu_seconds"].get("evaluate") for r in runs_]),
@@ -104,19 +137,29 @@ def markdown(title: str, summary: list[dict], meta: dict) -> str:
     parts = [f"# {title}", "",
              f"Preset `{meta['preset']}`; seeds {', '.join(map(str, seeds))} (values: mean ± half the range over "
              f"seeds); N = {meta['n']} generated images per guidance scale for FID and CLIP score against "
-             f"{meta['n_real']} real images; FID features and CLIP score from `{meta['fid_extractor']}` (in-domain, comparable only within "
-             f"this folder). Accuracies are read by the shapes classifier at guidance {w:g}.", ""]
+             f"{meta['n_real']} real images; FID features and CLIP score from `{meta['fid_extractor']}` (in-domain, "
+             f"comparable only within this folder).", ""]
+    columns = _accuracy_columns(summary)
+    if any(c in ACCURACIES for c in columns):
+        parts[-2] += f" Accuracies are read by the shapes classifier at guidance {w:g}."
+    if any(c in RECOGNITION for c in columns):
+        parts[-2] += (f" Recognition at guidance {w:g}: the prompted concept among the 1 or 5 concepts whose nearest "
+                      "corpus image is nearest the generated one, in the same CLIP's image features "
+                      "(see `recognition.py`).")
     groups = list(dict.fromkeys(e["group"] for e in summary))
     header = ["model", "U-Net params", "steps", "train CPU min", f"FID ↓ (w={w:g})", f"CLIP score ↑ (w={w:g})",
-              *(f"{t} ↑" for _, t, _ in ACCURACIES)]
+              *(f"{t} ↑" for _, t, _ in columns)]
     rows = []
     for e in summary:
         h = e["headline"] or {}
         name = f"{e['group']}: {e['label']}" if len(groups) > 1 else e["label"]
         rows.append([name, f"{e['unet_parameters'] / 1e6:.2f} M", e["train_steps"],
                      _fmt(e["train_cpu_seconds"], 1 / 60, 1), _fmt(h.get("fid")), _fmt(h.get("clip_score")),
-                     *(_fmt(h.get(k), 100, 1, " %") for k, _, _ in ACCURACIES)])
+                     *(_fmt(h.get(k), 100, 1, " %") for k, _, _ in columns)])
     parts += ["## Headline", "", _md_table(header, rows), ""]
+    reference = meta.get("recognition")
+    if reference and any(c in RECOGNITION for c in columns):
+        parts += [_recognition_note(summary, reference, w), ""]
     guidance = sorted({c["guidance"] for e in summary for c in e["curve"]})
     rows = []
     for e in summary:
@@ -137,6 +180,24 @@ def markdown(title: str, summary: list[dict], meta: dict) -> str:
     return "\n".join(parts)
 
 
+def _recognition_note(summary: list[dict], reference: dict, w: float) -> str:
+    """What the recognition columns are measured against: chance, and the real images' ceiling."""
+    text = (f"Held-out words: {reference['held_out_words']} prompts, each the word alone "
+            f"(`{reference['word_template']}`); no training caption contains it. Held-out concepts: "
+            f"{reference['held_out_concepts']} prompts, each a held-out concept's name. {reference['concepts']} "
+            "concepts in all.")
+    chance = next((e["recognition_chance"] for e in summary if e.get("recognition_chance")), None)
+    if chance:
+        text += " Chance (top-1 / top-5): " + ", ".join(
+            f"{kind} {100 * c['chance_top1']:.2f} % / {100 * c['chance_top5']:.2f} %"
+            for kind, c in chance.items()) + "."
+    real = reference.get("real_held_out_images_recognised")
+    if real:
+        text += (f" Ceiling: a real held-out image, left out of the bank, is recognised as its own concept "
+                 f"{100 * real['top1']:.1f} % / {100 * real['top5']:.1f} % of the time ({real['n']} images).")
+    return text + f" Top-5 per held-out word at guidance {w:g}: results.json, `models[].held_out_words`."
+
+
 def figure(summary: list[dict], path: Path, *, title: str, headline_guidance: float) -> None:
     """FID vs CLIP score (one panel per group, one curve per model, error bars: min–max over seeds) and the
     headline accuracies per model."""
@@ -147,7 +208,8 @@ def figure(summary: list[dict], path: Path, *, title: str, headline_guidance: fl
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(e["group"] for e in summary))
-    has_acc = any((e["headline"] or {}).get("compositional_exact") for e in summary)
+    columns = _accuracy_columns(summary)
+    has_acc = bool(columns)
     ncols = len(groups) + (1 if has_acc else 0)
     fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.4), dpi=110, squeeze=False)
     colours = plt.get_cmap("viridis")
@@ -177,7 +239,7 @@ def figure(summary: list[dict], path: Path, *, title: str, headline_guidance: fl
         ax.legend(fontsize=7)
     if has_acc:
         ax = axes[0][-1]
-        keys = [(k, bar) for k, _, bar in ACCURACIES]
+        keys = [(k, bar) for k, _, bar in columns]
         width = 0.8 / len(summary)
         for i, e in enumerate(summary):
             h = e["headline"] or {}

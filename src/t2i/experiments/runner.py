@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from t2i.autoencoder import AutoencoderTrainConfig
-from t2i.data import ShapesConfig
+from t2i.data import EmojiSetsConfig, ShapesConfig
 from t2i.evaluation.clip import ClipTrainConfig
 from t2i.evaluation.evaluate import EvalConfig, Evaluators
 from t2i.evaluation.shapes_classifier import ShapesClassifierTrainConfig
@@ -42,7 +42,8 @@ class Stopped(Exception):
 
 @dataclass
 class SharedConfig:
-    data: ShapesConfig  # the shapes data drawn into ROOT/shared/data (unless a data folder is given)
+    data: ShapesConfig | EmojiSetsConfig  # the data built into ROOT/shared/data unless a data folder is given:
+    # shapes drawn, or an emoji-sets corpus (t2i data emoji-sets; from the npm packages, fetched once)
     autoencoder: AutoencoderTrainConfig  # trained once on that data (unless an autoencoder folder is given)
     clip: ClipTrainConfig  # the in-domain CLIP for FID features and CLIP score (unless a CLIP folder is given)
     classifier: ShapesClassifierTrainConfig  # the shapes reader for compositional and synonym accuracy
@@ -56,6 +57,8 @@ class ExperimentConfig:
     eval: EvalConfig  # FID / CLIP score per guidance scale and compositional accuracy (t2i eval's settings)
     headline_guidance: float = 3.0  # guidance scale of the headline table and the accuracy panel (one of eval.guidance)
     synonym_images: int = 4  # images per held-out-synonym prompt (and per control prompt), at the headline guidance
+    recognition_images: int = 0  # on a corpus with held_out_words.json: images per held-out-word and per held-out-
+    # concept prompt, at the headline guidance, scored by concept recognition (recognition.py); 0: not measured
     sampler: str = "dpmpp_2m"  # stored as each pipeline's default, used by every evaluation
     sampling_steps: int = 20  # sampling steps of every evaluation
     seeds: tuple[int, ...] = (0,)  # one run per model and seed: training seed, U-Net and scratch-encoder init
@@ -77,9 +80,10 @@ class Shared:
     autoencoder: Path
     cache: Path  # latents, text embeddings, reference features
     evaluators: Evaluators
-    records: list = field(repr=False, default_factory=list)  # the data's records, scanned once
+    records: list = field(repr=False, default_factory=list)  # the evaluation split's records, scanned once
     captions: list[str] = field(repr=False, default_factory=list)
     has_attributes: bool = False  # shapes data: compositional and synonym accuracy are measured
+    recognition: object | None = None  # recognition.RecognitionSet on a corpus with held-out words, else None
     info: dict = field(default_factory=dict)  # what was built, from what (shared.json)
 
 
@@ -123,11 +127,29 @@ def _resumable(component_cfg) -> bool:
     return component_cfg.train.checkpoint_every > 0
 
 
+def _build_data(folder: Path, cfg: ShapesConfig | EmojiSetsConfig) -> None:
+    if isinstance(cfg, EmojiSetsConfig):
+        from t2i.data import write_emoji_sets
+
+        log.info("== shared: emoji-sets corpus at %d px (%s)", cfg.size, ", ".join(cfg.sets))
+        write_emoji_sets(folder, cfg)
+    else:
+        from t2i.data import write_shapes
+
+        log.info("== shared: %d shapes images at %d px", cfg.n, cfg.size)
+        write_shapes(folder, cfg)
+
+
 def prepare_shared(root: Path, cfg: SharedConfig, *, data: Path | None = None, autoencoder: Path | None = None,
-                   clip: Path | None = None, classifier: Path | None = None) -> Shared:
-    """Data, autoencoder, CLIP and shapes classifier under ROOT/shared, each built once (or taken as given)."""
+                   clip: Path | None = None, classifier: Path | None = None, eval_split: str | None = None,
+                   recognition: bool = False) -> Shared:
+    """Data, autoencoder, CLIP and shapes classifier under ROOT/shared, each built once (or taken as given).
+    `eval_split`: the rows evaluation uses (None: all; the autoencoder, CLIP and generators train on the
+    "train" split, which is every row of data that marks none). `recognition`: also prepare the held-out-word
+    and held-out-concept prompts and every corpus image's features (data from t2i data emoji-sets)."""
     from t2i.autoencoder import train_autoencoder
-    from t2i.data import scan_folder, write_shapes
+    from t2i.data import scan_folder
+    from t2i.evaluation.reference import data_image_size
     from t2i.evaluation.clip import ClipExtractor, train_clip
     from t2i.evaluation.evaluate import classifier_accuracy_on_renders
     from t2i.evaluation.shapes_classifier import ShapesClassifier, train_shapes_classifier
@@ -148,9 +170,17 @@ def prepare_shared(root: Path, cfg: SharedConfig, *, data: Path | None = None, a
     if data is None:
         data = folder / "data"
         if not (data / "metadata.jsonl").is_file():
-            log.info("== shared: %d shapes images at %d px", cfg.data.n, cfg.data.size)
-            write_shapes(data, cfg.data)
-    records, _ = scan_folder(data, verify=False)
+            _build_data(data, cfg.data)
+    all_records, _ = scan_folder(data, verify=False)
+    size = data_image_size(all_records)[0]
+    trains_at = (json.loads((Path(autoencoder) / "t2i_component.json").read_text())["image_size"] if autoencoder
+                 else cfg.autoencoder.model.image_size)
+    if size != trains_at:  # before anything trains: evaluation would refuse it at the end
+        raise ValueError(f"{data} holds {size}-px images; the generators here make {trains_at}-px images: build the "
+                         f"data at that size (e.g. t2i data emoji-sets --size {trains_at}) or leave --data out")
+    records = [r for r in all_records if eval_split is None or r.extra.get("split", "train") == eval_split]
+    if not records:
+        raise ValueError(f"{data} has no rows of the evaluation split {eval_split!r}")
     has_attributes = bool(records and records[0].extra.get("attributes"))
     if autoencoder is None:
         autoencoder = folder / "autoencoder"
@@ -179,11 +209,21 @@ def prepare_shared(root: Path, cfg: SharedConfig, *, data: Path | None = None, a
         size = json.loads((Path(autoencoder) / "t2i_component.json").read_text())["image_size"]
         evaluators.classifier_info = {"folder": str(classifier), "accuracy_on_renders": classifier_accuracy_on_renders(
             evaluators.classifier, render_size=size, n=min(500, 10 * len(records)))}
+    recognition_set = None
+    if recognition:
+        from t2i.experiments import recognition as rec
+
+        if not rec.has_recognition_data(data, all_records):
+            raise ValueError(f"{data} has no {rec.WORDS_FILE} or no '{rec.CONCEPT_FIELD}' and '{rec.NAME_FIELD}' per "
+                             "row: held-out words and concepts need a corpus from t2i data emoji-sets")
+        recognition_set = rec.prepare(data, all_records, extractor, cache_dir=folder / "cache")
     info = {**record, "data": str(data), "autoencoder": str(autoencoder), "clip": str(clip),
             "classifier": str(classifier) if classifier else None,
-            "classifier_accuracy_on_renders": evaluators.classifier_info.get("accuracy_on_renders")}
+            "classifier_accuracy_on_renders": evaluators.classifier_info.get("accuracy_on_renders"),
+            "eval_split": eval_split, "eval_rows": len(records),
+            "recognition": recognition_set.info if recognition_set else None}
     return Shared(folder, Path(data), Path(autoencoder), folder / "cache", evaluators, records,
-                  [r.caption for r in records], has_attributes, info)
+                  [r.caption for r in records], has_attributes, recognition_set, info)
 
 
 class CpuLedger:
@@ -206,9 +246,11 @@ def run_one(run_dir: Path, shared: Shared, cfg: ExperimentConfig, generator: Gen
     from t2i.latent.pipeline import LatentPipeline
     from t2i.latent.compose import compose
 
-    key = json.loads(json.dumps({"generator": asdict(generator), "eval": asdict(cfg.eval),
-                                 "synonym_images": cfg.synonym_images, "sampler": cfg.sampler,
-                                 "sampling_steps": cfg.sampling_steps}, default=str))
+    key = {"generator": asdict(generator), "eval": asdict(cfg.eval), "synonym_images": cfg.synonym_images,
+           "sampler": cfg.sampler, "sampling_steps": cfg.sampling_steps}
+    if cfg.recognition_images:  # only when measured, so that the shapes presets' finished runs keep their key
+        key["recognition_images"] = cfg.recognition_images
+    key = json.loads(json.dumps(key, default=str))
     done = run_dir / RESULT_FILE
     if done.is_file():
         result = json.loads(done.read_text())
@@ -299,6 +341,15 @@ def evaluate_run(pipe, out_dir: Path, shared: Shared, cfg: ExperimentConfig) -> 
             readings = shared.evaluators.classifier.read(images)
             setting["synonyms"] = {"images_per_prompt": k,
                                    **synonyms.score(readings, [p for p in prompts for _ in range(k)])}
+    if shared.recognition is not None and cfg.recognition_images > 0:
+        from t2i.experiments import recognition
+
+        for setting in metrics["settings"]:
+            if setting["guidance"] == cfg.headline_guidance:  # one scale, like the synonyms
+                s = {name: setting[name] for name in ("sampler", "steps", "guidance")}
+                setting["recognition"] = recognition.measure(
+                    pipe, shared.recognition, s, clip=shared.evaluators.clip, images_per_prompt=cfg.recognition_images,
+                    seed=cfg.eval.seed, batch_size=cfg.eval.batch_size)
     shutil.rmtree(out_dir, ignore_errors=True)  # an evaluation interrupted before is redone whole
     write_report(out_dir, metrics, samples)
     return metrics

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from t2i.experiments import synonyms
-from t2i.experiments.encoder_ladder import encoder_ladder
+from t2i.experiments.encoder_ladder import available_encoders, encoder_ladder
 from t2i.experiments.report import write_results
 from t2i.experiments.runner import (ExperimentConfig, append_invocation, prepare_shared, run_one,
                                    write_experiment_record)
@@ -29,6 +29,8 @@ class TextEncodersConfig:
     experiment: ExperimentConfig
     truncations: tuple[int, ...] = (1, 2, 3)  # MiniLM layer counts compared besides all 6 (each of 1..6)
     extra_encoders: dict[str, str] = field(default_factory=dict)  # name → local transformers encoder folder (frozen)
+    optional_encoders: dict[str, str] = field(default_factory=dict)  # like extra_encoders, but left out (with a
+    # logged note, and in experiment.json) when not installed: the preset's mpnet
 
 
 def run_text_encoders(root: str | Path, cfg: TextEncodersConfig, *, preset: str, data: Path | None = None,
@@ -43,8 +45,12 @@ def run_text_encoders(root: str | Path, cfg: TextEncodersConfig, *, preset: str,
     start_wall, start_cpu = time.time(), time.process_time()
     root = Path(root).resolve()
     exp = cfg.experiment
-    ladder = encoder_ladder(cfg.truncations, cfg.extra_encoders)  # bad names and folders fail before any work
-    shared = prepare_shared(root, exp.shared, data=data, autoencoder=autoencoder, clip=clip, classifier=classifier)
+    optional, left_out = available_encoders({k: v for k, v in cfg.optional_encoders.items()
+                                             if k not in cfg.extra_encoders})
+    ladder = encoder_ladder(cfg.truncations, {**optional, **cfg.extra_encoders})  # bad names and folders fail
+    # before any work
+    shared = prepare_shared(root, exp.shared, data=data, autoencoder=autoencoder, clip=clip, classifier=classifier,
+                            eval_split=exp.eval.split, recognition=exp.recognition_images > 0)
     folder = root / "text-encoders"
     folder.mkdir(parents=True, exist_ok=True)
     held_out = None
@@ -53,10 +59,15 @@ def run_text_encoders(root: str | Path, cfg: TextEncodersConfig, *, preset: str,
         held_out["word_pieces"] = synonyms.word_pieces(AutoTokenizer.from_pretrained(minilm_path()), shared.captions)
         held_out["prompts"] = [{"prompt": p.text, "kind": p.kind, "means": p.spec.text}
                                for p in synonyms.synonym_prompts()]
+    elif shared.recognition is not None:  # the corpus's own held-out words (checked against its training captions)
+        held_out = {**shared.recognition.info,
+                    "prompts": [{"prompt": p.text, "kind": p.kind, "targets": list(p.targets)}
+                                for p in shared.recognition.prompts]}
     meta = {"experiment": "text-encoders", "preset": preset, "headline_guidance": exp.headline_guidance,
             "seeds": list(exp.seeds), "shared": shared.info, "held_out": held_out,
             "encoders": [{"name": s.name, "label": s.label, "pretrained": s.pretrained,
                           "trained_with_generator": s.trained_with_generator} for s in ladder],
+            "encoders_left_out": left_out,
             "config": json.loads(json.dumps(asdict(cfg), default=str))}
     write_experiment_record(folder, meta)
     runs = []
@@ -69,8 +80,9 @@ def run_text_encoders(root: str | Path, cfg: TextEncodersConfig, *, preset: str,
             runs.append(run_one(folder / "runs" / spec.name / f"seed-{seed}", shared, exp, generator, describe={
                 "group": "", "name": spec.name, "label": spec.label, "seed": seed, "text_encoder": source,
                 "pretrained": spec.pretrained, "trained_with_generator": spec.trained_with_generator}))
-            write_results(folder, TITLE, runs, {k: meta[k] for k in ("experiment", "preset", "headline_guidance",
-                                                                       "held_out")})
+            write_results(folder, TITLE, runs, {**{k: meta[k] for k in ("experiment", "preset", "headline_guidance",
+                                                                          "held_out")},
+                                                "recognition": shared.info["recognition"]})
     append_invocation(folder, start_wall, start_cpu, command)
     return json.loads((folder / "results.json").read_text())
 

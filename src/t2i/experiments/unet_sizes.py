@@ -111,7 +111,8 @@ def run_unet_sizes(root: str | Path, cfg: UNetSizesConfig, *, preset: str, data:
     exp = cfg.experiment
     for w in cfg.widths:
         unet_config(exp.generator.model, w)  # fail on a bad width before any work
-    shared = prepare_shared(root, exp.shared, data=data, autoencoder=autoencoder, clip=clip, classifier=classifier)
+    shared = prepare_shared(root, exp.shared, data=data, autoencoder=autoencoder, clip=clip, classifier=classifier,
+                            eval_split=exp.eval.split, recognition=exp.recognition_images > 0)
     folder = root / "unet-sizes"
     folder.mkdir(parents=True, exist_ok=True)
     ae = json.loads((shared.autoencoder / "config.json").read_text())
@@ -148,6 +149,7 @@ def run_unet_sizes(root: str | Path, cfg: UNetSizesConfig, *, preset: str, data:
                 "group": group, "name": name, "label": label, "seed": seed, "unet_channels": list(widths),
                 "text_encoder": cfg.text_encoder})
             runs.append({**run, "group": group, "label": label})
-            write_results(folder, TITLE, runs, {k: meta[k] for k in ("experiment", "preset", "headline_guidance")})
+            write_results(folder, TITLE, runs, {**{k: meta[k] for k in ("experiment", "preset", "headline_guidance")},
+                                                "recognition": shared.info["recognition"]})
     append_invocation(folder, start_wall, start_cpu, command)
     return json.loads((folder / "results.json").read_text())

@@ -101,6 +101,11 @@ def installed_pieces(model: SplitZipModel) -> list[Path]:
     return list(pieces.values())
 
 
+def is_installed(model: SplitZipModel = MPNET_MODEL) -> bool:
+    """Whether every part package of `model` is installed (nothing is joined or unpacked: cheap)."""
+    return all(installed_piece(package) is not None for package in model.packages)
+
+
 def _join(pieces: list[Path], out: Path) -> str:
     """Write the pieces end to end into `out`; returns the joined file's sha256."""
     h = hashlib.sha256()
