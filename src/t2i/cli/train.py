@@ -131,12 +131,16 @@ def text_conditioned_config(args, presets):
 def register_generator(tsub) -> None:
     g = tsub.add_parser("generator", formatter_class=Help, help="the latent diffusion U-Net, text-conditioned",
                         description="Caches the autoencoder's latents and the text encoder's embeddings once, then "
-                        "trains a UNet2DConditionModel with caption dropout (for classifier-free guidance) and EMA.")
+                        "trains a UNet2DConditionModel (or, with --backbone transformer, a PixArtTransformer2DModel) "
+                        "with caption dropout (for classifier-free guidance) and EMA.")
     g.add_argument("--data", required=True, type=Path, help=DATA_HELP)
     add_split_flag(g)
     g.add_argument("--autoencoder", required=True, type=Path, help="autoencoder component folder")
     g.add_argument("--out", required=True, type=Path, help="component folder to write")
     add_text_conditioned_flags(g, presets=("tiny", "small", "medium", "base"))
+    g.add_argument("--backbone", choices=["unet", "transformer"], default="unet",
+                   help="unet: UNet2DConditionModel; transformer: PixArt-α's DiT over 2×2 latent patches with "
+                   "cross-attention to the text (PixArtTransformer2DModel; presets tiny and small; docs/training.md)")
     g.add_argument("--objective", choices=["diffusion", "flow"], default="diffusion",
                    help="diffusion: the VP schedule with --prediction (and Min-SNR); flow: rectified flow with "
                    "logit-normal timesteps (SD3), sampled with flow_euler / flow_heun (--prediction, --beta-schedule "
@@ -159,10 +163,14 @@ def register_generator(tsub) -> None:
 
 
 def run_generator(args, command: str) -> None:
+    from t2i.diffusion.transformer import TRANSFORMER_PRESETS
     from t2i.diffusion.unet import GENERATOR_PRESETS
     from t2i.latent.train import GeneratorTrainConfig, train_generator
 
-    model, text = text_conditioned_config(args, GENERATOR_PRESETS)
+    presets = TRANSFORMER_PRESETS if args.backbone == "transformer" else GENERATOR_PRESETS
+    if args.preset not in presets:
+        raise ValueError(f"--preset {args.preset}: the {args.backbone} backbone has presets {', '.join(presets)}")
+    model, text = text_conditioned_config(args, presets)
     model.pooled_text_heads = args.pooled_text_heads
     cfg = GeneratorTrainConfig(model=model, text=text, train=train_config(args, sample_every=args.sample_every),
                                cache_shard_rows=args.cache_shard_rows, eval_every=args.eval_every,

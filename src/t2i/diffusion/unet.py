@@ -1,5 +1,6 @@
 """The text-conditioned U-Net of the diffusion variants (the latent generator, the cascade's base): a diffusers
-`UNet2DConditionModel` with cross-attention to the text."""
+`UNet2DConditionModel` with cross-attention to the text. `GeneratorConfig` also describes the latent generator's
+other backbone, a transformer over latent patches (`t2i.diffusion.transformer`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from diffusers import UNet2DConditionModel
 from t2i.sampling import PREDICTION_TYPES, NoiseScheduleConfig
 
 OBJECTIVES = ("diffusion", "flow")
+BACKBONES = ("unet", "transformer")
 
 
 @dataclass
@@ -37,9 +39,18 @@ class GeneratorConfig:
     caption_dropout: float = 0.1  # probability of training on the empty prompt (classifier-free guidance)
     min_snr_gamma: float = 5.0  # Min-SNR-γ loss weighting (Hang et al. 2023); 0 = plain MSE. Together with lr
     # 2e-3 (from 1e-3) it raised shapes colour accuracy from 69 % to 77 % at equal steps (1,100)
+    backbone: str = "unet"  # "unet": the fields above, build_unet; "transformer" (latent generator only): a PixArt-α
+    # transformer over latent patches (t2i.diffusion.transformer), sized by the fields below; the U-Net's are unused
+    patch_size: int = 2  # transformer: side of the square of latent pixels one token covers
+    transformer_layers: int = 5  # transformer blocks (self-attention, cross-attention to the text, MLP)
+    transformer_heads: int = 4  # attention heads; the width is transformer_heads × transformer_head_dim
+    transformer_head_dim: int = 32
 
     @property
     def downsampling_factor(self) -> int:
+        """What the latent side must be a multiple of: the U-Net's 2^(levels − 1), the transformer's patch."""
+        if self.backbone == "transformer":
+            return self.patch_size
         return 2 ** (len(self.block_out_channels) - 1)
 
 
@@ -54,7 +65,9 @@ GENERATOR_PRESETS = {
 
 
 def check_objective(cfg: GeneratorConfig) -> None:
-    """Refuse a training objective this config cannot train with."""
+    """Refuse a training objective (or a backbone) this config cannot train with."""
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose from {', '.join(BACKBONES)}")
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {cfg.objective!r}; choose from {', '.join(OBJECTIVES)}")
     if cfg.objective == "flow" and cfg.min_snr_gamma > 0:
@@ -64,6 +77,9 @@ def check_objective(cfg: GeneratorConfig) -> None:
 def build_unet(cfg: GeneratorConfig, *, sample_size: int, latent_channels: int, cross_attention_dim: int
                ) -> UNet2DConditionModel:
     """A U-Net with cross-attention to the text (the Stable Diffusion architecture, scaled down)."""
+    if cfg.backbone != "unet":  # the cascade's base is a U-Net only; the latent generator picks its builder
+        raise ValueError(f"build_unet builds the U-Net backbone, not {cfg.backbone!r} "
+                         "(t2i.diffusion.transformer.build_transformer builds the latent generator's transformer)")
     if cfg.prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction type {cfg.prediction_type!r}; choose from {', '.join(PREDICTION_TYPES)}")
     check_objective(cfg)

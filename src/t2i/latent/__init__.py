@@ -1,5 +1,6 @@
-"""The latent variant (Stable Diffusion's): a text-conditioned U-Net (`t2i.diffusion.unet`) denoises the
-latents of a KL autoencoder (`t2i.autoencoder`), whose decoder turns them into images.
+"""The latent variant (Stable Diffusion's): a text-conditioned U-Net (`t2i.diffusion.unet`; or a PixArt-α
+transformer, `t2i.diffusion.transformer`) denoises the latents of a KL autoencoder (`t2i.autoencoder`), whose
+decoder turns them into images.
 
 `train.py`: `t2i train generator` on cached latents and text embeddings. `compose.py`: the fit checks and
 the pipeline folder (a diffusers `StableDiffusionPipeline` folder). `pipeline.py`: `LatentPipeline`.

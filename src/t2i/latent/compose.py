@@ -1,8 +1,10 @@
 """`t2i compose` for the latent variant: text encoder, generator and autoencoder in, one pipeline folder out.
 
-The folder is a valid diffusers `StableDiffusionPipeline` folder (model_index.json + one subfolder per
-component); t2i's own metadata sits beside it in `t2i.json`. Composing checks that the parts fit and
-says precisely what does not.
+With the U-Net the folder is a valid diffusers `StableDiffusionPipeline` folder (model_index.json + one subfolder
+per component); t2i's own metadata sits beside it in `t2i.json`. With the transformer backbone the generator goes
+into `transformer/`, as in diffusers' PixArt pipelines, and model_index.json names `PixArtAlphaPipeline`, which
+loads the folder but does not run it as trained (docs/training.md, "The transformer backbone"). Composing checks
+that the parts fit and says precisely what does not.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from t2i.version import __version__
 from t2i.autoencoder.preview_decoder import PREVIEW_FOLDER
 from t2i.components import read_component_info, weights_digest
+from t2i.diffusion.transformer import TRANSFORMER_CLASS, is_transformer
 from t2i.pipeline.base import DEFAULTS
 from t2i.pipeline.folder import (check_defaults, copy_weights, pipeline_folder, raise_problems, read_json,
                                  text_encoder_folder, text_fit_problems, write_pipeline_info)
@@ -24,8 +27,19 @@ from t2i.text import MINILM, load_text_encoder, minilm_path
 
 def check_fit(text_config: dict, text_max_length: int, unet_config: dict, vae_config: dict,
               gen_info: dict, ae_info: dict, *, same_weights: dict[str, bool]) -> list[str]:
-    """Every reason the three parts cannot work together (empty when they fit)."""
-    problems = text_fit_problems(text_config, text_max_length, unet_config, gen_info)
+    """Every reason the three parts cannot work together (empty when they fit). `unet_config`: the generator's
+    config.json, a U-Net's or the transformer's."""
+    if is_transformer(unet_config):
+        # The transformer projects the text to its own width first (caption_projection): the text's width is
+        # caption_channels; its cross_attention_dim is its own width.
+        problems = text_fit_problems(text_config, text_max_length,
+                                     {"cross_attention_dim": unet_config["caption_channels"]}, gen_info)
+        if unet_config["out_channels"] != unet_config["in_channels"]:
+            problems.append(f"the generator outputs {unet_config['out_channels']} channels for "
+                            f"{unet_config['in_channels']}-channel latents (a learned variance beside the "
+                            "prediction, PixArt's default); t2i's samplers take the prediction alone")
+    else:
+        problems = text_fit_problems(text_config, text_max_length, unet_config, gen_info)
     if unet_config["in_channels"] != vae_config["latent_channels"]:
         problems.append(f"the generator denoises {unet_config['in_channels']}-channel latents, "
                         f"but the autoencoder's latents have {vae_config['latent_channels']} channels")
@@ -98,7 +112,8 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
         encoder = load_text_encoder(text_folder, max_length=max_length)
         if copy_text_encoder:
             encoder.save_pretrained(tmp / "text_encoder", tokenizer_folder=tmp / "tokenizer")
-        for name, src in (("unet", generator_dir), ("vae", autoencoder_dir)):
+        transformer = is_transformer(unet_config)
+        for name, src in (("transformer" if transformer else "unet", generator_dir), ("vae", autoencoder_dir)):
             copy_weights(src, tmp / name)
         if (autoencoder_dir / PREVIEW_FOLDER).is_dir():  # the tiny preview decoder; without it previews use the VAE
             shutil.copytree(autoencoder_dir / PREVIEW_FOLDER, tmp / "vae" / PREVIEW_FOLDER)
@@ -117,12 +132,13 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
             # StableDiffusionPipeline rewrites steps_offset 0 to 1 with a warning; only "leading" spacing reads it.
             scheduler["steps_offset"] = 1
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2) + "\n")
-        index = _model_index(encoder, scheduler["_class_name"])
+        index = _model_index(encoder, scheduler["_class_name"], transformer=transformer)
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         write_pipeline_info(tmp, {
             "t2i_version": __version__,
             "variant": "latent",
             "objective": objective,  # "diffusion" (VP schedule) or "flow"; scheduler/ says the same to diffusers
+            "backbone": "transformer" if transformer else "unet",  # transformer/ or unet/
             "image_size": ae_info["image_size"],
             "defaults": {**DEFAULTS, **(defaults or {})},
             "components": {
@@ -137,9 +153,19 @@ def compose(generator_dir: str | Path, out_dir: str | Path, *, text_encoder: str
     return out_dir
 
 
-def _model_index(encoder, scheduler_class: str) -> dict:
+def _model_index(encoder, scheduler_class: str, *, transformer: bool = False) -> dict:
     import diffusers
 
+    if transformer:  # PixArtAlphaPipeline's five components (it has no safety checker)
+        return {
+            "_class_name": "PixArtAlphaPipeline",
+            "_diffusers_version": diffusers.__version__,
+            "text_encoder": ["transformers", type(encoder.model).__name__],
+            "tokenizer": ["transformers", type(encoder.tokenizer).__name__],
+            "transformer": ["diffusers", TRANSFORMER_CLASS],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "scheduler": ["diffusers", scheduler_class],
+        }
     return {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": diffusers.__version__,

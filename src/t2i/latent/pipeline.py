@@ -1,4 +1,5 @@
-"""The latent variant composed: prompt → text encoder → sampler over the U-Net's latents → VAE decoder → images.
+"""The latent variant composed: prompt → text encoder → sampler over the U-Net's (or the transformer's) latents →
+VAE decoder → images.
 
 `LatentPipeline` holds no per-call state: each call builds its own denoiser, noise and sampler run, so
 concurrent calls cannot corrupt each other. Image i depends only on seed i, whatever the batch.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -55,7 +57,8 @@ def _pipeline_text_encoder(folder: Path, info: dict) -> TextEncoder:
 
 
 class LatentPipeline(Pipeline):
-    """The latent variant (Stable Diffusion's): text encoder → U-Net over autoencoder latents → VAE decoder."""
+    """The latent variant (Stable Diffusion's): text encoder → U-Net over autoencoder latents → VAE decoder. The
+    generator may be the transformer backbone instead (PixArt-α's); `unet` then holds it, under the same name."""
 
     samplers = tuple(SAMPLERS)  # a flow generator's pipeline has FLOW_SAMPLERS instead
 
@@ -71,10 +74,18 @@ class LatentPipeline(Pipeline):
         if self.defaults["sampler"] not in self.samplers:
             raise ValueError(f"the folder's default sampler {self.defaults['sampler']!r} does not fit its "
                              f"{self.objective} generator; choose from {', '.join(self.samplers)}")
+        from t2i.diffusion.transformer import is_transformer, network_factor
+
         self.unet = unet.eval().requires_grad_(False)
+        self.backbone = "transformer" if is_transformer(unet) else "unet"
         self.vae = vae.eval().requires_grad_(False)
         self.speed = speed or SpeedConfig()
-        self._unet_module = prepare_unet(self.unet, self.speed)  # what the sampler calls (maybe compiled)
+        # Reusing the prompt's keys/values needs the cross-attention to see the same text tensor at every step. The
+        # transformer projects the text inside its forward (caption_projection), a new tensor each step, so for it
+        # the reuse could never hit: it runs diffusers' own processors instead.
+        self._reuse_text_kv = self.speed.reuse_text_kv and not self.speed.compile and self.backbone == "unet"
+        self._unet_module = prepare_unet(self.unet, self.speed if self.backbone == "unet" else
+                                         replace(self.speed, reuse_text_kv=False))  # what the sampler calls
         # The tiny decoder fitted after autoencoder training (t2i.autoencoder.preview_decoder), or None.
         self.preview_decoder = preview_decoder.eval().requires_grad_(False) if preview_decoder is not None else None
         self.num_train_timesteps = int(scheduler_config["num_train_timesteps"])
@@ -92,12 +103,12 @@ class LatentPipeline(Pipeline):
             self.alphas_cumprod = alphas_cumprod(self.schedule)
         self.latent_scaling_factor = float(vae.config.scaling_factor)
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
+        self.unet_factor = network_factor(unet)  # the U-Net's 2^(levels − 1), the transformer's patch size
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, speed: SpeedConfig | None = None) -> LatentPipeline:
         """Load a folder written by `t2i compose` (float32, CPU), to run with the options of `speed`."""
-        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from diffusers import AutoencoderKL, PixArtTransformer2DModel, UNet2DConditionModel
 
         from t2i.autoencoder.preview_decoder import load_preview_decoder
 
@@ -109,7 +120,12 @@ class LatentPipeline(Pipeline):
         text_encoder = _pipeline_text_encoder(folder, info)
         # float32 whatever the files hold: a shipped folder stores float16 (recipes/ship_model.py). diffusers
         # would upcast anyway when given no dtype (into the float32 model it builds); we say so rather than rely on it.
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=torch.float32)
+        if (folder / "transformer").is_dir():  # the transformer backbone, where diffusers' PixArt pipelines keep it
+            unet = PixArtTransformer2DModel.from_pretrained(folder / "transformer", use_safetensors=True,
+                                                            torch_dtype=torch.float32)
+        else:
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True,
+                                                        torch_dtype=torch.float32)
         vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, torch_dtype=torch.float32)
         return cls(text_encoder, unet, vae, scheduler_config, info, speed=speed,
                    preview_decoder=load_preview_decoder(folder / "vae"))
@@ -123,6 +139,8 @@ class LatentPipeline(Pipeline):
         return self.vae_factor * self.unet_factor
 
     def size_reason(self) -> str:
+        if self.backbone == "transformer":
+            return f"autoencoder factor {self.vae_factor} × transformer patch size {self.unet_factor}"
         return f"autoencoder factor {self.vae_factor} × U-Net factor {self.unet_factor}"
 
     # -- the pieces -------------------------------------------------------------------------------
@@ -148,7 +166,7 @@ class LatentPipeline(Pipeline):
         cond = self.encode_prompts(r.prompts)
         uncond = self.unconditional(r.negatives) if r.guidance != 1 else None
         # A network per run: the reused text keys/values live exactly as long as this run.
-        net = unet_network(self._unet_module, reuse_text_kv=self.speed.reuse_text_kv and not self.speed.compile,
+        net = unet_network(self._unet_module, reuse_text_kv=self._reuse_text_kv,
                            autocast_dtype=torch.bfloat16 if self.speed.bf16 else None)
         generators = [torch.Generator().manual_seed(k) for k in r.seeds]
         shape = (self.unet.config.in_channels, r.height // self.vae_factor, r.width // self.vae_factor)

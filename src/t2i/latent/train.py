@@ -23,6 +23,7 @@ from t2i.data.sources import ImageRows, open_source
 from t2i.training.cache import SHARD_ROWS, latent_rows, sharded_cache
 from t2i.text.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
 from t2i.diffusion.loss import diffusion_loss, flow_loss
+from t2i.diffusion.transformer import build_transformer
 from t2i.diffusion.unet import GeneratorConfig, build_unet, check_objective
 from t2i.images import grid
 from t2i.latent.pipeline import LatentPipeline
@@ -65,7 +66,8 @@ def generator_loss(denoiser: Denoiser | FlowDenoiser, cfg: GeneratorConfig, scal
         x0 = (mean + std * sample_randn(mean.shape, generator, device=device)) * scaling_factor  # (B, c, h, w)
         drop = sample_rand((b,), generator, device=device) < cfg.caption_dropout  # (B,)
         unet, emb = caption_embeddings(model, batch, drop, text_table, uncond, generator)
-        predict = lambda x_t, t: unet(x_t, t, encoder_hidden_states=emb).sample  # noqa: E731
+        # timestep by name: the U-Net takes it second, the transformer third
+        predict = lambda x_t, t: unet(x_t, timestep=t, encoder_hidden_states=emb).sample  # noqa: E731
         if isinstance(denoiser, FlowDenoiser):
             return flow_loss(denoiser, x0, predict, generator, logit_mean=cfg.flow_logit_mean,
                              logit_std=cfg.flow_logit_std)
@@ -79,7 +81,8 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
                     command: str | None = None, resume: bool | str | Path = False,
                     reset_data_position: bool = False, split: str | None = TRAIN,
                     make_evaluator: Callable[[int, Path], Callable] | None = None) -> dict:
-    """Cache latents and text embeddings, train the U-Net (and a from-scratch encoder), save the component.
+    """Cache latents and text embeddings, train the U-Net or transformer (cfg.model.backbone; and a from-scratch
+    encoder), save the component.
 
     `data_dir`: any source `open_source` reads (imagefolder, WebDataset shards, a `datasets` folder);
     `split`: only the rows of that split are trained on ("train" by default: rows marked "held_out" never
@@ -111,7 +114,8 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     latent_size = image_size // f
     if latent_size % cfg.model.downsampling_factor:  # fail before caching anything
         raise ValueError(f"{image_size} px images give {latent_size}×{latent_size} latents, not divisible by the "
-                         f"U-Net's factor {cfg.model.downsampling_factor}")
+                         f"{'transformer' if cfg.model.backbone == 'transformer' else 'U-Net'}'s factor "
+                         f"{cfg.model.downsampling_factor}")
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
 
@@ -134,8 +138,8 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # diffusers initialises from the global RNG; keep it contained
-        unet = build_unet(cfg.model, sample_size=latent_size, latent_channels=latents["latent_mean"].shape[1],
-                          cross_attention_dim=text.encoder.hidden_size)
+        unet = build_generator(cfg.model, sample_size=latent_size, latent_channels=latents["latent_mean"].shape[1],
+                               cross_attention_dim=text.encoder.hidden_size)
     model = trainable(unet, text)
     denoiser = make_denoiser(unet, cfg.model)
     loss_fn = generator_loss(denoiser, cfg.model, scaling_factor, text.uncond, text.text_table)
@@ -159,6 +163,7 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
             "component": "generator",
             "kind": "latent-diffusion",
             "objective": cfg.model.objective,
+            "backbone": cfg.model.backbone,  # "unet" or "transformer"; its config.json's _class_name says the same
             "prediction_type": cfg.model.prediction_type if cfg.model.objective == "diffusion" else "flow",
             "schedule": asdict(cfg.model.schedule),
             "image_size": image_size,
@@ -185,6 +190,13 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         return info
 
     return finish_training(result, "generator", out_dir, save)
+
+
+def build_generator(cfg: GeneratorConfig, *, sample_size: int, latent_channels: int, cross_attention_dim: int):
+    """The network cfg.backbone names: the U-Net (UNet2DConditionModel) or the transformer (PixArtTransformer2DModel);
+    either is called as net(x_t, timestep=t, encoder_hidden_states=text)."""
+    build = build_transformer if cfg.backbone == "transformer" else build_unet
+    return build(cfg, sample_size=sample_size, latent_channels=latent_channels, cross_attention_dim=cross_attention_dim)
 
 
 def make_denoiser(unet, cfg: GeneratorConfig) -> Denoiser | FlowDenoiser:

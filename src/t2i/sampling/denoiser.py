@@ -15,19 +15,20 @@ Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def unet_network(unet, *, reuse_text_kv: bool = False, autocast_dtype: torch.dtype | None = None) -> Network:
-    """Adapt a diffusers `UNet2DConditionModel` to `net(x_t, t, encoder_hidden_states) -> output`.
+    """Adapt a diffusers `UNet2DConditionModel` (or `PixArtTransformer2DModel`) to `net(x_t, t, cond) -> output`.
 
     `reuse_text_kv`: this network keeps the cross-attention keys/values of the text between calls (the U-Net
     needs `t2i.latent.cross_attention.ReusedTextKV` processors); make one network per sampling run.
     `autocast_dtype`: run the U-Net under autocast to this dtype; the output is float32 either way.
     """
     kwargs = {"cross_attention_kwargs": {"kv_cache": {}}} if reuse_text_kv else {}
+    # timestep by name: the U-Net takes it second, PixArt's transformer third (after encoder_hidden_states)
 
     def net(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if autocast_dtype is None:
-            return unet(x_t, t, encoder_hidden_states=cond, **kwargs).sample
+            return unet(x_t, timestep=t, encoder_hidden_states=cond, **kwargs).sample
         with torch.autocast(x_t.device.type, dtype=autocast_dtype):
-            return unet(x_t, t, encoder_hidden_states=cond, **kwargs).sample.float()
+            return unet(x_t, timestep=t, encoder_hidden_states=cond, **kwargs).sample.float()
 
     return net
 
