@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The emoji model that ships with t2i (src/t2i/models/emoji/), trained with t2i's own commands:
+# The 32-px emoji model t2i shipped until the 64-px one replaced it (recipes/emoji64.sh); its folder and card
+# are in git history (git checkout 80573b2 -- src/t2i/models/emoji). Trained with t2i's own commands:
 #   data → autoencoder → generator (checkpoints; rerun to resume) → compose → in-domain CLIP → evaluation
 #   on the held-out emoji → a grid of held-out prompts beside the real emoji.
 #
@@ -81,4 +82,4 @@ stage eval "$T2I" eval "$OUT/pipeline" --data "$OUT/data" --split held_out --n "
 stage grid "$PYTHON" "$(dirname "$0")/emoji_grid.py" --model "$OUT/pipeline" --data "$OUT/data" \
     --out "$OUT/held_out_grid.png" --rows 16 --n 6
 echo "wrote $OUT/pipeline, $OUT/eval-held-out/report.html, $OUT/held_out_grid.png; stage times in $TIMES"
-echo "to ship it: cp -r $OUT/pipeline/. src/t2i/models/emoji/ (and update src/t2i/models/emoji/MODEL_CARD.md)"
+echo "to use it: t2i generate --model $OUT/pipeline PROMPT"

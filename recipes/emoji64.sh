@@ -144,7 +144,7 @@ lane_cascade() {
             --lr 2e-3 --ema 0.999 --checkpoint-every 100 --resume
     fi
     stage compose-cascade $T2I compose --base "$OUT/base" --upsampler "$OUT/upsampler" --out "$OUT/cascade" \
-        --text-encoder minilm --guidance "$GUIDANCE"  # (a cascade folder holds its own copy of MiniLM)
+        --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE"
 }
 
 # -- the two lanes, side by side; a failed lane fails the recipe (the other runs to its end) ---------------

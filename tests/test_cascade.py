@@ -167,6 +167,36 @@ def test_base_trains_and_the_cascade_describes_itself(base, cascade_dir, cascade
     assert type(cascade).__name__ == "CascadePipeline" and cascade.image_size == 16
 
 
+def test_base_and_upsampler_read_the_training_split_only(shapes16, tmp_path):
+    """Rows marked held_out stay out of both networks' data (the 64-px model's held-out figures rest on it)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shapes16, data)
+    rows = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines()]
+    (data / "metadata.jsonl").write_text("".join(json.dumps({**r, "split": "held_out" if i % 4 == 0 else "train"})
+                                                 + "\n" for i, r in enumerate(rows)))
+    train = TrainConfig(steps=2, batch_size=8, lr=1e-3, warmup_steps=1, log_every=1)
+    base_info = train_base(data, tmp_path / "base", BaseTrainConfig(
+        image_size=8, model=BASE_PRESETS["tiny"](), text=TextEncoderConfig(max_length=16), train=train))
+    up_info = train_upsampler(data, tmp_path / "up", UpsamplerTrainConfig(
+        model=UPSAMPLER_PRESETS["tiny"](8, 16), train=train, held_out=8, eval_steps=2))
+    kept = len(rows) - len(rows[::4])
+    for info in (base_info, up_info):
+        assert info["data_split"] == "train" and f"kept {kept} of {kept}" in str(info["data_report"])
+
+
+def test_a_cascade_may_name_the_installed_minilm_instead_of_copying_it(base, upsampler, cascade_dir, cascade, tmp_path):
+    named = compose_cascade(base[0], [upsampler[0]], tmp_path / "named", defaults={"steps": 4, "upsampler_steps": 3},
+                            copy_text_encoder=False)
+    assert not (named / "text_encoder").exists() and (cascade_dir / "text_encoder").is_dir()
+    meta = json.loads((named / "t2i.json").read_text())["components"]["text_encoder"]
+    assert meta["source"] == "minilm" and meta["copied"] is False and len(meta["weights_digest"]) == 16
+    a = cascade("a red circle", num_images=2, seed=0)
+    b = t2i.load(named)("a red circle", num_images=2, seed=0)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "dpmpp_2m"])
 def test_same_seed_same_image_at_any_batch_position(cascade, sampler):
     alone = cascade("a blue square", seed=[7], sampler=sampler)

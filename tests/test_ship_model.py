@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import t2i
 import t2i.models
-from t2i.models import DIGESTS, EMOJI, EMOJI64, check_digests, default_model
+from t2i.models import DIGESTS, check_digests, default_model
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "ship_model.py"
 WEIGHT_BUDGET = 25e6  # bytes of weights a shipped folder may hold (issue 9)
@@ -169,17 +169,8 @@ def test_an_unchanged_earlier_ship_is_replaced_and_keeps_its_card(shipped, sourc
 
 def test_the_default_model_is_the_64px_one_when_installed(shipped, monkeypatch, tmp_path):
     assert default_model() == next(f for f in t2i.models.DEFAULT_MODELS if t2i.models.is_pipeline_folder(f))
-    monkeypatch.setattr(t2i.models, "DEFAULT_MODELS", (shipped, EMOJI))
+    monkeypatch.setattr(t2i.models, "DEFAULT_MODELS", (tmp_path / "absent", shipped))
     assert default_model() == shipped
     monkeypatch.setattr(t2i.models, "DEFAULT_MODELS", (tmp_path / "emoji64", tmp_path / "emoji"))
     with pytest.raises(FileNotFoundError, match="--model"):
         default_model()
-
-
-def test_the_shipped_64px_model_matches_its_sums_and_budget():
-    if not t2i.models.is_pipeline_folder(EMOJI64):
-        pytest.skip(f"{EMOJI64} is not shipped yet (recipes/emoji64.sh, then recipes/ship_model.py)")
-    check_digests(EMOJI64)
-    weights = list(EMOJI64.rglob("*.safetensors"))
-    assert sum(f.stat().st_size for f in weights) <= WEIGHT_BUDGET
-    assert all(t.dtype == torch.float16 for f in weights for t in load_file(f).values() if t.is_floating_point())

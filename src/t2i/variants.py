@@ -67,7 +67,8 @@ VARIANTS = {
                       ("text_encoder", "autoencoder_dir", "defaults", "force", "metrics", "copy_text_encoder"),
                       speed_options=True),
     "cascade": Variant(_cascade, None, _compose_cascade,
-                       ("upsamplers", "text_encoder", "defaults", "noise_levels", "force", "metrics")),
+                       ("upsamplers", "text_encoder", "defaults", "noise_levels", "force", "metrics",
+                        "copy_text_encoder")),
     "tokens": Variant(_tokens, "tokens", _compose_tokens,
                       ("text_encoder", "autoencoder_dir", "defaults", "force", "metrics")),
 }

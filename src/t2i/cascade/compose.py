@@ -20,7 +20,7 @@ from t2i.cascade.pipeline import CASCADE_DEFAULTS
 from t2i.pipeline.base import DEFAULTS
 from t2i.pipeline.folder import (check_defaults, copy_weights, pipeline_folder, raise_problems, read_json,
                                  text_encoder_folder, text_fit_problems, write_pipeline_info)
-from t2i.text import load_text_encoder
+from t2i.text import MINILM, load_text_encoder, minilm_path
 
 
 def check_chain(base_info: dict, upsampler_infos: list[dict], names: list[str]) -> list[str]:
@@ -40,10 +40,13 @@ def check_chain(base_info: dict, upsampler_infos: list[dict], names: list[str]) 
 
 def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_dir: str | Path, *,
                     text_encoder: str | Path | None = None, defaults: dict | None = None,
-                    noise_levels: list[int] | None = None, force: bool = False, metrics: dict | None = None) -> Path:
+                    noise_levels: list[int] | None = None, force: bool = False, metrics: dict | None = None,
+                    copy_text_encoder: bool = True) -> Path:
     """Write a cascade pipeline folder from a base, its upsamplers in order, and the base's text encoder.
 
     `noise_levels` (one per upsampler) replaces the sampling augmentation level each upsampler recorded.
+    `copy_text_encoder=False` (only for the bundled MiniLM) leaves out text_encoder/ and tokenizer/ (87 MB): the
+    folder names the installed package and its weights' digest instead, as a latent folder can.
     """
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     check_defaults(defaults, {**DEFAULTS, **CASCADE_DEFAULTS}, "cascade")
@@ -58,6 +61,9 @@ def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_
     if not force and weights_digest(text_folder) != base_info["text_encoder"]["weights_digest"]:
         problems.append("the text encoder is not the one the base was trained with (different weights); "
                         "pass force=True / --force to compose anyway")
+    is_minilm = text_folder.resolve() == minilm_path().resolve()
+    if not copy_text_encoder and not is_minilm:
+        problems.append(f"only the bundled MiniLM can be left out of the folder, not {text_source}")
     levels = noise_levels if noise_levels is not None else [i["sampling_noise_level"] for i in up_infos]
     if len(levels) != len(up_infos):
         problems.append(f"{len(levels)} noise levels for {len(up_infos)} upsamplers")
@@ -68,8 +74,9 @@ def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_
     raise_problems(problems)
 
     with pipeline_folder(out_dir) as tmp:
-        load_text_encoder(text_folder, max_length=max_length).save_pretrained(tmp / "text_encoder",
-                                                                              tokenizer_folder=tmp / "tokenizer")
+        if copy_text_encoder:
+            load_text_encoder(text_folder, max_length=max_length).save_pretrained(tmp / "text_encoder",
+                                                                                  tokenizer_folder=tmp / "tokenizer")
         copy_weights(base_dir, tmp / "base")
         stages = []
         for k, (d, info, level) in enumerate(zip(upsampler_dirs, up_infos, levels), start=1):
@@ -86,8 +93,9 @@ def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_
                      "prediction_type": base_info["prediction_type"], "schedule": base_info["schedule"]},
             "upsamplers": stages,
             "components": {
-                "text_encoder": {"source": str(text_source), **{k: base_info["text_encoder"][k]
-                                                               for k in ("max_length", "hidden_size")}},
+                "text_encoder": {"source": MINILM if is_minilm else str(text_source), "copied": copy_text_encoder,
+                                 "weights_digest": weights_digest(text_folder),
+                                 **{k: base_info["text_encoder"][k] for k in ("max_length", "hidden_size")}},
                 "base": {k: v for k, v in base_info.items() if k != "losses"} | {"folder": str(base_dir)},
                 "upsamplers": [{k: v for k, v in i.items() if k != "losses"} | {"folder": str(d)}
                                for i, d in zip(up_infos, upsampler_dirs)],

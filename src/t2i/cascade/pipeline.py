@@ -21,6 +21,7 @@ from t2i.cascade.sample import super_resolve
 from t2i.components import PIPELINE_INFO
 from t2i.images import to_pil
 from t2i.pipeline.base import DEFAULTS, Pipeline, Request
+from t2i.pipeline.folder import pipeline_text_encoder
 from t2i.sampling import (
     SAMPLERS,
     Denoiser,
@@ -33,7 +34,7 @@ from t2i.sampling import (
     spaced_timesteps,
     unet_network,
 )
-from t2i.text import TextEncoder, load_text_encoder
+from t2i.text import TextEncoder
 
 # Sampling settings of a cascade folder beyond DEFAULTS; `t2i compose` stores them in t2i.json.
 CASCADE_DEFAULTS = {
@@ -73,7 +74,7 @@ class CascadePipeline(Pipeline):
 
         folder = Path(folder)
         info = json.loads((folder / PIPELINE_INFO).read_text())
-        text_encoder = load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
+        text_encoder = pipeline_text_encoder(folder, info)
         # float32 whatever the files hold (a shipped folder stores float16: recipes/ship_model.py)
         base = UNet2DConditionModel.from_pretrained(folder / info["base"]["folder"], use_safetensors=True,
                                                     torch_dtype=torch.float32)

@@ -93,11 +93,11 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
     processes = process_state()  # joins the process group under accelerate launch / torchrun (else one process)
-    split = dict(rank=processes.process_index, world_size=processes.num_processes, barrier=processes.wait_for_everyone,
-                 shard_rows=SHARD_ROWS)
+    processes_split = dict(rank=processes.process_index, world_size=processes.num_processes,
+                           barrier=processes.wait_for_everyone, shard_rows=SHARD_ROWS)
     fingerprint = source.fingerprint()
     text = prepare_text(cfg.text, source.captions, cache_dir=cache_dir, fingerprint=fingerprint,
-                        device=processes.device, split=split)
+                        device=processes.device, split=processes_split)
     # Images are decoded per batch, at the base's size, by the same resize that makes an upsampler's inputs.
     tensors = {"pixel_values": ImageRows(source, cfg.image_size), **text.tensors}
     with torch.random.fork_rng(devices=[]):

