@@ -20,7 +20,7 @@
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
 # Environment overrides (smoke tests only; the shipped model used the defaults): T2I, PYTHON, SIZE, LOW,
 # AE_STEPS, GEN_STEPS, BASE_STEPS, UP_STEPS, CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET,
-# CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
+# CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, UP_SAMPLE_STEPS, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
 set -euo pipefail
 
 OUT=${1:-outputs/emoji64}
@@ -40,6 +40,8 @@ UP_STEPS=${UP_STEPS:-500}
 CLIP_PRESET=${CLIP_PRESET:-small}
 CLIP_STEPS=${CLIP_STEPS:-2000}      # × 128 pairs; 0.4 s per step
 GUIDANCE=${GUIDANCE:-3}
+UP_SAMPLE_STEPS=${UP_SAMPLE_STEPS:-5}   # the upsampler's sampling steps: 5 judged as good as 10 (held-out FID 5.69
+                                        # vs 5.90, t2i compare, N = 500) at about 3/4 of the time
 EVAL_N=${EVAL_N:-500}                 # held-out images generated per model (prompts: their first captions)
 SEEN_N=${SEEN_N:-500}                 # training-split prompts per model for recognition of seen concepts
 OLD_MODEL=${OLD_MODEL:-}              # a 32-px pipeline folder to judge beside (the model this one replaces)
@@ -144,7 +146,7 @@ lane_cascade() {
             --lr 2e-3 --ema 0.999 --checkpoint-every 100 --resume
     fi
     stage compose-cascade $T2I compose --base "$OUT/base" --upsampler "$OUT/upsampler" --out "$OUT/cascade" \
-        --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE"
+        --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE" --upsampler-steps "$UP_SAMPLE_STEPS"
 }
 
 # -- the two lanes, side by side; a failed lane fails the recipe (the other runs to its end) ---------------
