@@ -14,7 +14,7 @@
 # The two lanes run side by side, one thread each: on a 2-core machine that is both cores, without the
 # stalls of two multi-threaded processes. The text encoder is the pretrained MiniLM (nothing to train).
 # Every stage that finished is skipped on a rerun; an interrupted training stage continues from its last
-# checkpoint (--resume). Every minute the recipe prints each lane's stage, its progress bar and an estimate
+# checkpoint (--resume). Every minute the recipe prints each lane's stage, its step and an estimate
 # of the time left (from the stage budgets below, measured on an Intel Xeon, 2 cores). Each stage's wall,
 # user and system seconds go to OUT/times.tsv; each lane's full output to OUT/logs/LANE.log.
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
@@ -45,7 +45,7 @@ UP_SAMPLE_STEPS=${UP_SAMPLE_STEPS:-5}   # the upsampler's sampling steps: 5 judg
 EVAL_N=${EVAL_N:-500}                 # held-out images generated per model (prompts: their first captions)
 SEEN_N=${SEEN_N:-500}                 # training-split prompts per model for recognition of seen concepts
 OLD_MODEL=${OLD_MODEL:-}              # a 32-px pipeline folder to judge beside (the model this one replaces)
-DATA_ARGS=${DATA_ARGS:-}              # extra flags of t2i data emoji-sets (e.g. --limit-concepts for smoke tests)
+DATA_ARGS=${DATA_ARGS:-}              # extra flags of t2i data emoji-sets (e.g. "--limit 40 --offline" for smoke tests)
 PROGRESS_EVERY=${PROGRESS_EVERY:-60}
 JUDGE_THREADS=${JUDGE_THREADS:-2}     # threads of the judging stages, which run alone
 
