@@ -95,7 +95,8 @@ def ship(pipeline: Path, dest: Path, card: Path | None = None, check_steps: int 
     """Write the shipped copy of `pipeline` to `dest`, whole or not at all: it is checked (`compare_loaded`)
     before it takes `dest`'s place. Returns, per weight file, its round-trip figures, and the check's."""
     from t2i.files import atomic_folder
-    from t2i.models import is_pipeline_folder, sha256_of, write_digests
+    from t2i.files import sha256_file
+    from t2i.models import is_pipeline_folder, write_digests
 
     if not is_pipeline_folder(pipeline):
         raise FileNotFoundError(f"{pipeline} is not a pipeline folder (no model_index.json or t2i.json); "
@@ -122,7 +123,7 @@ def ship(pipeline: Path, dest: Path, card: Path | None = None, check_steps: int 
         if (tmp / PIPELINE_INFO).is_file():  # the record says what the weights are and where they came from
             info = json.loads((tmp / PIPELINE_INFO).read_text())
             info["shipped"] = {"weights_dtype": "float16", "loaded_as": "float32", "from": str(pipeline.resolve()),
-                               "source_sha256": {n: sha256_of(pipeline / n) for n in figures}}
+                               "source_sha256": {n: sha256_file(pipeline / n) for n in figures}}
             (tmp / PIPELINE_INFO).write_text(json.dumps(info, indent=2) + "\n")
         write_digests(tmp)
         loaded = compare_loaded(pipeline, tmp, check_steps)

@@ -15,7 +15,8 @@ import torch
 from t2i.text import MPNET, TextEncoderConfig, build_text_encoder, load_text_encoder, packaged
 from t2i.text.conditioning import TextConditioning, text_encoder_info
 from t2i.text.encoder import minilm_path
-from t2i.text.packaged import MPNET_MODEL, SplitZipModel, sha256_file, unpacked_folder
+from t2i.files import sha256_file
+from t2i.text.packaged import MPNET_MODEL, SplitZipModel, unpacked_folder
 
 NAME = "tiny-mpnet"
 PIECES = 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -42,3 +43,12 @@ def atomic_folder(out_dir: str | Path, *, keep_existing: bool = False) -> Iterat
         shutil.rmtree(tmp, ignore_errors=True)
         if not (keep_existing and out_dir.is_dir()):  # a cache another process filled meanwhile is fine
             raise
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of one file, hex, read in 1 MiB chunks (weights files do not have to fit in memory twice)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -11,7 +11,6 @@ project's torch build.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.evaluation.features import FeatureExtractor
+from t2i.files import sha256_file
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # the file's name as pytorch-fid publishes it
 INCEPTION_RESOLUTION = 299
@@ -170,14 +170,6 @@ class FIDInceptionV3(nn.Module):
         return x.mean((2, 3))  # (B, 2048)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_inception_weights(path: str | Path) -> FIDInceptionV3:
     """The network with the weights of a local `pt_inception-2015-12-05-*.pth` file (read without pickle code)."""
     path = Path(path)
@@ -218,7 +210,7 @@ class InceptionExtractor(FeatureExtractor):
     def from_file(cls, path: str | Path) -> InceptionExtractor:
         """Load the weights file; the name carries the first 8 hex digits of the file's sha256."""
         net = load_inception_weights(path)
-        return cls(net, f"inception-v3-fid:{_file_digest(Path(path))[:8]}")
+        return cls(net, f"inception-v3-fid:{sha256_file(path)[:8]}")
 
     def forward_batch(self, pixels: torch.Tensor) -> torch.Tensor:
         # The TensorFlow graph scales 8-bit input as (x - 128) / 128 (torch-fidelity reproduces it bit-exactly).

