@@ -18,6 +18,7 @@ Beside each, two more fresh processes:
 
     python benchmarks/generate_speed.py --model outputs/demo/pipeline
     python benchmarks/generate_speed.py --model src/t2i/models/emoji64 --budget 1   # the shipped 64-px model
+    python benchmarks/generate_speed.py --model src/t2i/models/emoji64 --budget 1 --bf16   # its bfloat16 option
 
 Images are the model's own size (printed). The CPU's name and the load average before and after are printed
 too: on a machine other processes keep busy the seconds say little (the memory still holds).
@@ -42,7 +43,8 @@ CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 import t2i
-pipe = t2i.load({model!r})
+from t2i.pipeline.speed import SpeedConfig
+pipe = t2i.load({model!r}, speed=SpeedConfig(bf16={bf16}))
 startup = time.perf_counter() - t0
 size = pipe.image_size
 import torch
@@ -109,7 +111,8 @@ def time_command(args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         done = subprocess.run([*t2i_command(), "generate", "--model", str(args.model), "a red circle",
                                "--n", str(args.n), "--steps", str(args.steps), "--sampler", args.sampler, "--seed", "0",
-                               "--threads", str(args.threads), "--out", str(out)], capture_output=True, text=True, check=True)
+                               "--threads", str(args.threads), "--out", str(out), *(["--bf16"] if args.bf16 else [])],
+                              capture_output=True, text=True, check=True)
         whole = time.perf_counter() - t
         startup = re.search(r"start-up ([0-9.]+) s", done.stdout)
         if startup is None:
@@ -130,12 +133,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--budget", type=float, default=None,
                    help="seconds the median generate call should take at most (reported, e.g. 1 for issue 9's 4 × 20)")
+    p.add_argument("--bf16", action="store_true",
+                   help="load with the bfloat16 speed option (t2i generate --bf16): pays only on CPUs with native bf16")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     if not any((args.model / name).is_file() for name in ("model_index.json", "t2i.json")):
         p.error(f"--model {args.model} is not a pipeline folder (no model_index.json or t2i.json)")
     code = CHILD.format(threads=args.threads, model=str(args.model), n=args.n, steps=args.steps,
-                        calls=args.calls, sampler=args.sampler)
+                        calls=args.calls, sampler=args.sampler, bf16=args.bf16)
     libraries_code = LIBRARIES.format(text_class=text_encoder_class(args.model))
     load_before = os.getloadavg()[0]
     runs = []
@@ -144,7 +149,8 @@ def main() -> None:
     startup = [r["startup_s"] for r in runs]
     size = runs[0]["image_size"]
     print(f"model {args.model}: {args.n} images of {size}×{size} px, {args.sampler} {args.steps} steps, guidance on, "
-          f"{args.threads} threads; {args.repeats} processes × {args.calls} calls")
+          f"{args.threads} threads{', bfloat16 autocast' if args.bf16 else ''}; {args.repeats} processes × "
+          f"{args.calls} calls")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; load average {load_before:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")
     print(f"{'figure':<24}{'min':>9}{'median':>9}{'max':>9}")

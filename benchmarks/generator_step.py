@@ -6,7 +6,7 @@ ratios hold even when absolute times do not (run it alone for absolute times):
     pooled-text    + the attention-pooled prompt added to the timestep embedding (pooled_text_heads=6)
     channels-last  the default with channels_last memory format
     bf16           the default under bfloat16 autocast, as `--mixed-precision bf16` trains it (pays only on CPUs
-                   with native bfloat16: AMX or AVX512-BF16; t2i.latent.speed.native_bf16)
+                   with native bfloat16: AMX or AVX512-BF16; t2i.pipeline.speed.native_bf16)
 
 Times are CPU time (time.process_time): with one thread it is the step's compute, little moved by other processes.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from t2i.diffusion.unet import GeneratorConfig, build_unet
-from t2i.latent.speed import native_bf16
+from t2i.pipeline.speed import native_bf16
 
 
 def main() -> None:

@@ -1,13 +1,15 @@
-"""Each speed option of the latent pipeline against the plain path, measured side by side in one process.
+"""Each speed option of a latent or cascade pipeline against the plain path, measured side by side in one process.
 
 Whole generation calls (N images, S steps, guidance on, decode included), interleaved round by round so
 machine load hits every variant alike; median CPU time of this process per call (one thread: the work
 done), and the ratio to the plain path:
     plain           SpeedConfig with every option off
     reuse text K/V  cross-attention keys/values of the prompt computed once per run (the default)
-    channels_last   NHWC U-Net (with the default)
-    bf16 autocast   bfloat16 U-Net (with the default); pays only on CPUs with native bfloat16
-and, for the things that are always on, what they save, as micro-measurements:
+    channels_last   NHWC U-Nets (with the default)
+    bf16 autocast   bfloat16 U-Nets (with the default); pays only on CPUs with native bfloat16
+(a cascade: the base's cross-attention reuses K/V; channels_last and bf16 apply to the base and the upsamplers)
+and, for the things that are always on, what they save, as micro-measurements on the text-conditioned U-Net
+(the latent U-Net, the cascade's base):
     inference_mode vs no_grad on a U-Net forward of 2N rows
     guidance as one batched forward of 2N rows vs two forwards of N
     the unconditional embedding cached vs encoding N empty prompts on every call
@@ -15,6 +17,7 @@ and per-step previews: a call with a preview callback, with the tiny preview dec
 decoder, against a call without previews (needs a pipeline whose vae/ has a preview_decoder/).
 
     python benchmarks/speed_options.py --model outputs/demo/pipeline --n 8 --steps 20
+    python benchmarks/speed_options.py --model src/t2i/models/emoji64 --n 4 --steps 20 --guidance 3   # shipped
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import t2i
-    from t2i.latent.speed import SpeedConfig
-    from t2i.latent.speed import native_bf16
+    from t2i.pipeline.speed import SpeedConfig
+    from t2i.pipeline.speed import native_bf16
 
     plain = SpeedConfig(reuse_text_kv=False, channels_last=False, bf16=False, fast_previews=False)
     variants = {"plain": plain, "reuse text K/V (default)": SpeedConfig(),
@@ -62,14 +65,16 @@ def main() -> None:
     call = dict(seed=0, steps=args.steps, guidance=args.guidance)
     default = pipes["reuse text K/V (default)"]
     full_previews = t2i.load(args.model, speed=SpeedConfig(fast_previews=False))
-    has_preview = default.preview_decoder is not None
+    has_preview = getattr(default, "preview_decoder", None) is not None
     cases = {name: (lambda pipe=pipe: pipe(prompts, **call)) for name, pipe in pipes.items()}
     if has_preview:
         cases["previews: tiny preview decoder"] = lambda: default(prompts, callback=lambda *a: None, **call)
         cases["previews: real decoder"] = lambda: full_previews(prompts, callback=lambda *a: None, **call)
 
-    unet = default.unet
-    side = default.image_size // default.vae_factor
+    if hasattr(default, "vae_factor"):  # latent: the U-Net over latents
+        unet, side = default.unet, default.image_size // default.vae_factor
+    else:  # cascade: the base U-Net over small images
+        unet, side = default.base, default.base_stage["image_size"]
     x = torch.randn(2 * args.n, unet.config.in_channels, side, side, generator=torch.Generator().manual_seed(0))
     t = torch.full((2 * args.n,), 500)
     with torch.inference_mode():
@@ -116,7 +121,7 @@ def main() -> None:
         for name in ("previews: tiny preview decoder", "previews: real decoder"):
             print(f"{name:>34} {med[name]:>7.3f}   +{100 * (med[name] / gen - 1):.1f} % over no previews")
     else:
-        print("(no vae/preview_decoder/ in this pipeline: preview cost not measured)")
+        print("(no vae/preview_decoder/ in this pipeline, or not a latent one: preview cost not measured)")
     print(f"{'always on':>34} {'CPU s':>7}")
     for name in micro:
         print(f"{name:>34} {med[name]:>7.4f}")

@@ -180,7 +180,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        from t2i.latent.speed import native_bf16
+        from t2i.pipeline.speed import native_bf16
 
         for name in args.candidates:
             if CANDIDATES[name]["mixed_precision"] == "bf16" and not native_bf16():

@@ -55,7 +55,7 @@ def main() -> None:
     from diffusers import StableDiffusionPipeline
 
     import t2i
-    from t2i.latent.speed import SpeedConfig
+    from t2i.pipeline.speed import SpeedConfig
     from t2i.sampling import per_image_randn
 
     ours = t2i.load(args.model)

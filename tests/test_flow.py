@@ -286,7 +286,7 @@ def test_same_seed_same_image_at_any_batch_position(flow_pipe, sampler):
 
 
 def test_previews_show_the_predicted_clean_image(flow_folder):
-    from t2i.latent.speed import SpeedConfig
+    from t2i.pipeline.speed import SpeedConfig
 
     pipe = t2i.load(flow_folder, speed=SpeedConfig(fast_previews=False))
     events = list(pipe.stream("a yellow triangle", seed=5, steps=4))

@@ -10,7 +10,7 @@ import torch
 import t2i
 from t2i.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, train_autoencoder
 from t2i.pipeline import CompositionError
-from t2i.latent.speed import SpeedConfig
+from t2i.pipeline.speed import SpeedConfig
 from t2i.latent.compose import compose
 from t2i.training.trainer import TrainConfig
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import t2i
-from t2i.latent.speed import SpeedConfig
+from t2i.pipeline.speed import SpeedConfig
 from t2i.autoencoder.preview_decoder import (PREVIEW_FOLDER, PreviewDecoder, PreviewDecoderConfig, PreviewFitConfig,
                                           distil_preview_decoder, load_preview_decoder)
 from t2i.sampling import unet_network
@@ -126,11 +126,48 @@ def test_autoencoder_training_fits_a_preview_decoder_and_compose_carries_it(demo
     assert fitted(z).shape == (2, 3, 16, 16)
 
 
-@pytest.mark.parametrize("variant", ["cascade", "tokens"])
-def test_speed_options_are_refused_for_other_variants_before_loading(tmp_path, variant):
-    (tmp_path / "t2i.json").write_text(json.dumps({"variant": variant}))  # nothing else: loading would fail
-    with pytest.raises(ValueError, match=f"apply to latent pipelines; .* is a {variant} pipeline"):
+def test_speed_options_are_refused_for_the_tokens_variant_before_loading(tmp_path):
+    (tmp_path / "t2i.json").write_text(json.dumps({"variant": "tokens"}))  # nothing else: loading would fail
+    with pytest.raises(ValueError, match="apply to latent and cascade pipelines; .* is a tokens pipeline"):
         t2i.load(tmp_path, speed=SpeedConfig(compile=True))
+
+
+# -- the cascade (the shipped 64-px model: a base with cross-attention, an upsampler without) ---------------
+
+
+def _pixels(pipe):
+    r = pipe.request(["a red apple", "a cat face"], negative_prompt=None, num_images=1, steps=3, guidance=3.0,
+                     seed=[4, 5], sampler="dpmpp_2m", options=pipe._options(2, None, None))
+    return pipe._sample(r)  # (B, 3, 64, 64) in [-1, 1]
+
+
+@pytest.fixture(scope="module")
+def cascade_plain():
+    return t2i.load(speed=PLAIN)
+
+
+def test_the_cascade_base_reuses_text_keys_values_with_the_plain_result(cascade_plain):
+    pipe = t2i.load()  # default speed options
+    assert type(pipe).__name__ == "CascadePipeline" and pipe.speed.reuse_text_kv
+    assert pipe.base.attn_processors and all(type(p).__name__ == "ReusedTextKV"
+                                             for p in pipe.base.attn_processors.values())
+    torch.testing.assert_close(_pixels(pipe), _pixels(cascade_plain), atol=1e-5, rtol=0)
+
+
+def test_the_cascade_runs_channels_last_with_the_plain_result(cascade_plain):
+    nhwc = t2i.load(speed=SpeedConfig(channels_last=True))
+    assert nhwc.base.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.upsamplers[0].conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(_pixels(nhwc), _pixels(cascade_plain), atol=1e-4, rtol=0)
+
+
+def test_the_cascade_in_bf16_autocast_stays_close_to_float32(cascade_plain):
+    bf16 = t2i.load(speed=SpeedConfig(bf16=True))
+    ours, reference = _pixels(bf16), _pixels(cascade_plain)
+    assert ours.dtype == torch.float32
+    # Both stages in bfloat16: a few % of the pixels' spread, no more (the images look the same).
+    relative = ((ours - reference).norm() / reference.norm()).item()
+    assert 0 < relative < 0.05
 
 
 def test_cli_fits_a_preview_decoder_for_an_autoencoder_that_has_none(demo_run, tmp_path, capsys):

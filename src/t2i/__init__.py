@@ -6,7 +6,7 @@ from t2i.version import __version__
 def load(folder=None, *, speed=None):
     """Load a composed pipeline folder of any variant (see `t2i.variants.load_pipeline`); with no folder, the
     emoji model that ships inside t2i (`t2i.models.default_model()`): no training, no download. `speed`: a
-    `t2i.latent.speed.SpeedConfig` (how a latent pipeline runs its networks), or None for the defaults."""
+    `t2i.pipeline.speed.SpeedConfig` (how a latent pipeline runs its networks), or None for the defaults."""
     from t2i.startup import paused_gc
 
     with paused_gc():  # loading imports diffusers and transformers (t2i.startup says why)

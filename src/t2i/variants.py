@@ -57,7 +57,7 @@ class Variant:
     generator_kind: str | None  # the "kind" in its generator's t2i_component.json; None: not composed from one
     compose: Callable[..., Path]  # (generator or base folder, out folder, **options) -> pipeline folder
     compose_options: tuple[str, ...]  # the keyword options of `compose` (and `t2i compose` flags) it takes
-    speed_options: bool = False  # whether it runs with t2i.latent.speed.SpeedConfig (--compile, --bf16, ...)
+    speed_options: bool = False  # whether it runs with t2i.pipeline.speed.SpeedConfig (--compile, --bf16, ...)
 
 
 # variant (the "variant" field of a pipeline folder's t2i.json) -> how to load and compose it.
@@ -68,7 +68,7 @@ VARIANTS = {
                       speed_options=True),
     "cascade": Variant(_cascade, None, _compose_cascade,
                        ("upsamplers", "text_encoder", "defaults", "noise_levels", "force", "metrics",
-                        "copy_text_encoder")),
+                        "copy_text_encoder"), speed_options=True),
     "tokens": Variant(_tokens, "tokens", _compose_tokens,
                       ("text_encoder", "autoencoder_dir", "defaults", "force", "metrics")),
 }
@@ -95,7 +95,7 @@ def compose_pipeline(generator_dir: str | Path, out_dir: str | Path, **kwargs) -
 
 def load_pipeline(folder: str | Path, *, speed=None) -> Pipeline:
     """Load any pipeline folder t2i wrote; its t2i.json says which variant it is (latent when absent).
-    `speed`: how a latent pipeline runs its networks (t2i.latent.speed.SpeedConfig; default: its defaults)."""
+    `speed`: how a latent pipeline runs its networks (t2i.pipeline.speed.SpeedConfig; default: its defaults)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a pipeline folder (it does not exist); make one with t2i compose")
@@ -105,11 +105,11 @@ def load_pipeline(folder: str | Path, *, speed=None) -> Pipeline:
         raise ValueError(f"{folder} holds a {name!r} pipeline; this t2i knows {', '.join(VARIANTS)}")
     variant = VARIANTS[name]
     if speed is not None and not variant.speed_options:
-        from t2i.latent.speed import SpeedConfig
+        from t2i.pipeline.speed import SpeedConfig
 
         if speed != SpeedConfig():
-            raise ValueError(f"the speed options (--compile, --bf16, ...) apply to latent pipelines; {folder} is a "
-                             f"{name} pipeline")
+            raise ValueError(f"the speed options (--compile, --bf16, ...) apply to latent and cascade pipelines; "
+                             f"{folder} is a {name} pipeline")
     with paused_gc():  # the libraries' imports and the weights: long-lived objects only (t2i.startup)
         cls = variant.pipeline()
         return cls.from_pretrained(folder, speed=speed) if variant.speed_options else cls.from_pretrained(folder)

@@ -116,11 +116,16 @@ def upsample(images: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(images, scale_factor=factor, mode="bicubic", align_corners=False)
 
 
-def upsampler_network(unet, noise_level: torch.Tensor):
+def upsampler_network(unet, noise_level: torch.Tensor, *, autocast_dtype: torch.dtype | None = None):
     """Adapt an upsampler to the `Denoiser`'s `net(x_t, t, cond)`: `cond` is the noise-augmented, enlarged small
-    image (B, 3, H, W), concatenated to x_t; `noise_level` (B,) is its augmentation level."""
+    image (B, 3, H, W), concatenated to x_t; `noise_level` (B,) is its augmentation level. `autocast_dtype`: run
+    the U-Net under autocast to this dtype; the output is float32 either way."""
 
     def net(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return unet(torch.cat([x_t, cond], dim=1), t, class_labels=noise_level).sample  # (B, 3, H, W)
+        x = torch.cat([x_t, cond], dim=1)
+        if autocast_dtype is None:
+            return unet(x, t, class_labels=noise_level).sample  # (B, 3, H, W)
+        with torch.autocast(x.device.type, dtype=autocast_dtype):
+            return unet(x, t, class_labels=noise_level).sample.float()
 
     return net

@@ -3,6 +3,8 @@ stages, each a diffusion model conditioned on the image before it.
 
 Like `LatentPipeline`, it holds no per-call state. Image i depends only on seed i at every stage: one
 `torch.Generator` per image supplies the base's noise, then each stage's augmentation and starting noise.
+It takes the latent pipeline's speed options (`t2i.pipeline.speed.SpeedConfig`): the base reuses the prompt's
+cross-attention keys/values within a run; channels_last, bfloat16 autocast and torch.compile apply to every U-Net.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +22,7 @@ from PIL import Image
 from t2i.cascade.sample import super_resolve
 from t2i.components import PIPELINE_INFO
 from t2i.images import to_pil
+from t2i.pipeline.speed import SpeedConfig, prepare_unet
 from t2i.pipeline.base import DEFAULTS, Pipeline, Request
 from t2i.pipeline.folder import pipeline_text_encoder
 from t2i.sampling import (
@@ -58,18 +61,27 @@ class CascadePipeline(Pipeline):
     samplers = tuple(SAMPLERS)
     options = ("upsampler_steps", "noise_level", "dynamic_threshold")
 
-    def __init__(self, text_encoder: TextEncoder, base, upsamplers: list, info: dict):
+    def __init__(self, text_encoder: TextEncoder, base, upsamplers: list, info: dict, *,
+                 speed: SpeedConfig | None = None):
         if len(upsamplers) != len(info["upsamplers"]):
             raise ValueError(f"{len(upsamplers)} upsampler networks for {len(info['upsamplers'])} stages")
         super().__init__(text_encoder, info, {**DEFAULTS, **CASCADE_DEFAULTS, **info.get("defaults", {})})
         self.base = base.eval().requires_grad_(False)
         self.upsamplers = [u.eval().requires_grad_(False) for u in upsamplers]
+        self.speed = speed or SpeedConfig()
+        # What the samplers call: the base with its processors and layout (reused text keys/values unless compiled),
+        # the upsamplers (no text, so nothing to reuse) with their layout; compiled wrappers when speed.compile.
+        self._reuse_text_kv = self.speed.reuse_text_kv and not self.speed.compile
+        self._base_module = prepare_unet(self.base, self.speed)
+        self._upsampler_modules = [prepare_unet(u, replace(self.speed, reuse_text_kv=False)) for u in self.upsamplers]
+        self._autocast = torch.bfloat16 if self.speed.bf16 else None
         self.base_stage = info["base"]  # image_size, prediction_type, schedule
         self.stages = info["upsamplers"]  # each: low_size, image_size, prediction_type, schedule, noise_level
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> CascadePipeline:
-        """Load a folder written by `t2i compose --base ... --upsampler ...` (float32, CPU)."""
+    def from_pretrained(cls, folder: str | Path, *, speed: SpeedConfig | None = None) -> CascadePipeline:
+        """Load a folder written by `t2i compose --base ... --upsampler ...` (float32, CPU), to run with the options
+        of `speed`."""
         from diffusers import UNet2DConditionModel, UNet2DModel
 
         folder = Path(folder)
@@ -80,7 +92,7 @@ class CascadePipeline(Pipeline):
                                                     torch_dtype=torch.float32)
         upsamplers = [UNet2DModel.from_pretrained(folder / s["folder"], use_safetensors=True, torch_dtype=torch.float32)
                       for s in info["upsamplers"]]
-        return cls(text_encoder, base, upsamplers, info)
+        return cls(text_encoder, base, upsamplers, info, speed=speed)
 
     @property
     def image_size(self) -> int:
@@ -144,7 +156,9 @@ class CascadePipeline(Pipeline):
 
         stage = self.base_stage
         ac = alphas_cumprod(NoiseScheduleConfig(**stage["schedule"]))
-        denoise = guided(Denoiser(unet_network(self.base), ac, stage["prediction_type"]), cond, uncond, r.guidance)
+        # A network per run: the reused text keys/values live exactly as long as this run.
+        net = unet_network(self._base_module, reuse_text_kv=self._reuse_text_kv, autocast_dtype=self._autocast)
+        denoise = guided(Denoiser(net, ac, stage["prediction_type"]), cond, uncond, r.guidance)
         if threshold is not None:
             denoise = dynamic_thresholding(denoise, threshold)
         x = per_image_randn((3, r.height // f, r.width // f), generators)  # (B, 3, h, w)
@@ -156,13 +170,14 @@ class CascadePipeline(Pipeline):
         pixels = get_sampler(r.sampler)(denoise, x, timesteps, ac, generators=generators,
                                            callback=callback(0)).clamp(-1, 1)
         done = r.steps
-        for stage, unet, level in zip(self.stages, self.upsamplers, o.noise_levels):
+        for stage, unet, level in zip(self.stages, self._upsampler_modules, o.noise_levels):
             ac = alphas_cumprod(NoiseScheduleConfig(**stage["schedule"]))
             pixels = super_resolve(
                 unet, pixels, factor=stage["image_size"] // stage["low_size"], alphas_cumprod=ac,
                 prediction_type=stage["prediction_type"], noise_level=level,
                 timesteps=spaced_timesteps(ac.shape[0], o.upsampler_steps), sampler=r.sampler,
-                generators=generators, dynamic_threshold=threshold, callback=callback(done)).clamp(-1, 1)
+                generators=generators, dynamic_threshold=threshold, autocast_dtype=self._autocast,
+                callback=callback(done)).clamp(-1, 1)
             done += o.upsampler_steps
         return pixels
 

@@ -109,7 +109,7 @@ def is_main_process() -> bool:
 
 
 def add_speed_flags(p: argparse.ArgumentParser) -> None:
-    """How a pipeline runs its networks (t2i.latent.speed.SpeedConfig) and how many threads it uses.
+    """How a pipeline runs its networks (t2i.pipeline.speed.SpeedConfig) and how many threads it uses.
     BENCHMARKS.md says what each one measured."""
     g = p.add_argument_group("speed (see BENCHMARKS.md)")
     g.add_argument("--threads", type=positive_int, default=None,
@@ -131,7 +131,7 @@ def speed_config(args):
 
     import torch
 
-    from t2i.latent.speed import SpeedConfig, native_bf16
+    from t2i.pipeline.speed import SpeedConfig, native_bf16
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -85,6 +85,7 @@ def register_compare(sub) -> None:
     c.add_argument("--batch-size", type=positive_int, default=64, help="prompts per pipeline call")
     c.add_argument("--cache-dir", type=Path, default=None,
                    help="cached real-image features (default: $XDG_CACHE_HOME/t2i or ~/.cache/t2i)")
+    add_speed_flags(c)
     c.set_defaults(run=run_compare)
 
 
@@ -97,7 +98,8 @@ def run_compare(args, command: str) -> None:
     cfg = CompareConfig(n_held_out=args.n, n_seen=args.n_seen, seed=args.seed, batch_size=args.batch_size,
                         guidance=args.guidance, steps=args.steps)
     result = compare_pipelines(args.models, args.data, args.clip, args.out, cfg,
-                               cache_dir=args.cache_dir or default_cache_dir(), command=command)
+                               cache_dir=args.cache_dir or default_cache_dir(), command=command,
+                               speed=speed_config(args))
     print(markdown_table(result))
     print(f"wrote {args.out / 'compare.json'} and {args.out / 'compare.md'}")
 

@@ -176,8 +176,10 @@ def measure(images: list[Image.Image], prompts: list[str], rows: list[Record], *
 
 
 def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: str | Path, out_dir: str | Path,
-                      cfg: CompareConfig, *, cache_dir: str | Path | None = None, command: str | None = None) -> dict:
-    """Judge each pipeline folder on the held-out and the seen prompts; write compare.json and compare.md."""
+                      cfg: CompareConfig, *, cache_dir: str | Path | None = None, command: str | None = None,
+                      speed=None) -> dict:
+    """Judge each pipeline folder on the held-out and the seen prompts; write compare.json and compare.md.
+    `speed`: how every pipeline runs its networks (t2i.pipeline.speed.SpeedConfig; None: the defaults)."""
     import t2i
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -214,7 +216,8 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
 
     result = {
         "data": str(data_dir), "data_fingerprint": fingerprint, "image_size": size, "clip_model": clip.name,
-        "config": asdict(cfg), "command": command, "corpus_images": len(records),
+        "config": asdict(cfg), "speed": asdict(speed) if speed is not None else None, "command": command,
+        "corpus_images": len(records),
         "held_out_images": len(held), "concepts": len(set(_field(r, cfg.concept_field) for r in records)),
         "styles": classifier.labels,
         "real": {"held_out": real(held_rows), "seen": real(seen_rows)},
@@ -224,7 +227,7 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
              result["real"]["seen"]["top5"], result["real"]["seen"]["style_accuracy"])
     for model in models:
         start = time.perf_counter()
-        pipe = t2i.load(model)
+        pipe = t2i.load(model, speed=speed)
         setting = {"guidance": cfg.guidance, "steps": cfg.steps}
         entry = {"image_size": pipe.image_size, "enlarged_from": pipe.image_size if pipe.image_size < size else None,
                  "variant": pipe.info.get("variant", "latent"),
@@ -256,7 +259,8 @@ def markdown_table(result: dict) -> str:
     for name, m in result["models"].items():
         h, s = m["held_out"], m["seen"]
         px = f"{m['image_size']} → {result['image_size']}" if m["enlarged_from"] else str(m["image_size"])
-        rows.append(f"| {Path(name).name} ({m['variant']}, guidance {m['guidance']}) | {px} | {h['fid']:.2f} | "
+        bf16 = ", bf16" if (result.get("speed") or {}).get("bf16") else ""  # the speed option every model ran with
+        rows.append(f"| {Path(name).name} ({m['variant']}, guidance {m['guidance']}{bf16}) | {px} | {h['fid']:.2f} | "
                     f"{h['kid']:.3f} | {h['clip_score']:.2f} ({h['clip_score_shuffled']:.2f}) | "
                     f"{h['top1']:.1%} / {h['top5']:.1%} | {s['top1']:.1%} / {s['top5']:.1%} | "
                     f"{s['style_accuracy']:.1%} |")

@@ -276,7 +276,7 @@ def run_eval(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig, *, dat
              classifier: str | Path | None = None, cache_dir: str | Path, command: str | None = None,
              speed=None) -> dict:
     """`t2i eval`: load the pipeline and the evaluators (training the defaults once), measure, write the report.
-    `speed`: how the pipeline runs its networks (t2i.latent.speed.SpeedConfig; None: the defaults)."""
+    `speed`: how the pipeline runs its networks (t2i.pipeline.speed.SpeedConfig; None: the defaults)."""
     import t2i
     from t2i.evaluation.inception import InceptionExtractor
     from t2i.evaluation.shapes_classifier import ShapesClassifier

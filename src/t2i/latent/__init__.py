@@ -3,7 +3,7 @@ transformer, `t2i.diffusion.transformer`) denoises the latents of a KL autoencod
 decoder turns them into images.
 
 `train.py`: `t2i train generator` on cached latents and text embeddings. `compose.py`: the fit checks and
-the pipeline folder (a diffusers `StableDiffusionPipeline` folder). `pipeline.py`: `LatentPipeline`.
-`speed.py` + `cross_attention.py`: how the pipeline runs its U-Net (reused prompt keys/values, bf16,
-torch.compile). Loading a pipeline imports `pipeline`, `speed` and `compose` only, never the training code.
+the pipeline folder (a diffusers `StableDiffusionPipeline` folder). `pipeline.py`: `LatentPipeline`, run with
+the speed options of `t2i.pipeline.speed`. Loading a pipeline imports `pipeline` and `compose` only, never the
+training code.
 """

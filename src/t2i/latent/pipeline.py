@@ -19,7 +19,7 @@ from t2i.images import to_pil
 from t2i.components import PIPELINE_INFO
 from t2i.pipeline.base import DEFAULTS, Pipeline, Request
 from t2i.pipeline.folder import pipeline_text_encoder
-from t2i.latent.speed import SpeedConfig, prepare_unet
+from t2i.pipeline.speed import SpeedConfig, prepare_unet
 from t2i.sampling import (
     FLOW_SAMPLERS,
     FLOW_SCHEDULER,

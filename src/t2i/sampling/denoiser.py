@@ -18,7 +18,7 @@ def unet_network(unet, *, reuse_text_kv: bool = False, autocast_dtype: torch.dty
     """Adapt a diffusers `UNet2DConditionModel` (or `PixArtTransformer2DModel`) to `net(x_t, t, cond) -> output`.
 
     `reuse_text_kv`: this network keeps the cross-attention keys/values of the text between calls (the U-Net
-    needs `t2i.latent.cross_attention.ReusedTextKV` processors); make one network per sampling run.
+    needs `t2i.pipeline.cross_attention.ReusedTextKV` processors); make one network per sampling run.
     `autocast_dtype`: run the U-Net under autocast to this dtype; the output is float32 either way.
     """
     kwargs = {"cross_attention_kwargs": {"kv_cache": {}}} if reuse_text_kv else {}

@@ -1,4 +1,4 @@
-"""How the latent pipeline runs its networks: the speed options, chosen once when it is loaded.
+"""How the latent and cascade pipelines run their U-Nets: the speed options, chosen once when one is loaded.
 
 Each option was measured against the plain path in the same run (`benchmarks/speed_options.py`,
 `benchmarks/vs_diffusers.py`; BENCHMARKS.md has the ratios). On the demo, on a 2-core AVX2 CPU: reusing
@@ -17,7 +17,7 @@ from pathlib import Path
 @dataclass
 class SpeedConfig:
     reuse_text_kv: bool = True  # compute each cross-attention layer's keys/values of the prompt once per run,
-    # not once per step (they do not change between steps); see t2i.latent.cross_attention
+    # not once per step (they do not change between steps); see t2i.pipeline.cross_attention
     channels_last: bool = False  # U-Net weights and activations in NHWC layout (oneDNN's preferred layout)
     bf16: bool = False  # bfloat16 autocast around the U-Net; can pay only on CPUs with native bfloat16
     # (AVX512-BF16 or AMX, see native_bf16): on an AVX2 CPU it was measured 7x slower
@@ -46,7 +46,7 @@ def prepare_unet(unet, speed: SpeedConfig):
     in place (the weights' values stay as they are), compiled when `speed.compile` (then a wrapper of `unet`)."""
     import torch
 
-    from t2i.latent.cross_attention import ReusedTextKV
+    from t2i.pipeline.cross_attention import ReusedTextKV
 
     if speed.reuse_text_kv and not speed.compile:
         unet.set_attn_processor(ReusedTextKV())
