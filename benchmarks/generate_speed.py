@@ -18,7 +18,7 @@ Beside each, two more fresh processes:
 
     python benchmarks/generate_speed.py --model outputs/demo/pipeline
     python benchmarks/generate_speed.py --model src/t2i/models/emoji64 --budget 1   # the shipped 64-px model
-    python benchmarks/generate_speed.py --model src/t2i/models/emoji64 --budget 1 --bf16   # its bfloat16 option
+    python benchmarks/generate_speed.py --model src/t2i/models/emoji64 --budget 1 --no-bf16   # in float32
 
 Images are the model's own size (printed). The CPU's name and the load average before and after are printed
 too: on a machine other processes keep busy the seconds say little (the memory still holds).
@@ -45,6 +45,7 @@ t0 = time.perf_counter()
 import t2i
 from t2i.pipeline.speed import SpeedConfig
 pipe = t2i.load({model!r}, speed=SpeedConfig(bf16={bf16}))
+bf16 = bool(getattr(pipe, "bf16", False))
 startup = time.perf_counter() - t0
 size = pipe.image_size
 import torch
@@ -59,7 +60,7 @@ for r in range({calls}):
     times.append(time.perf_counter() - t)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
 print(json.dumps({{"startup_s": startup, "first_s": first, "generate_s": times, "peak_rss_mib": peak,
-                  "image_size": size}}))
+                  "image_size": size, "bf16": bf16}}))
 """
 
 LIBRARIES = r"""
@@ -111,7 +112,8 @@ def time_command(args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         done = subprocess.run([*t2i_command(), "generate", "--model", str(args.model), "a red circle",
                                "--n", str(args.n), "--steps", str(args.steps), "--sampler", args.sampler, "--seed", "0",
-                               "--threads", str(args.threads), "--out", str(out), *(["--bf16"] if args.bf16 else [])],
+                               "--threads", str(args.threads), "--out", str(out),
+                               *({True: ["--bf16"], False: ["--no-bf16"]}.get(args.bf16, []))],
                               capture_output=True, text=True, check=True)
         whole = time.perf_counter() - t
         startup = re.search(r"start-up ([0-9.]+) s", done.stdout)
@@ -133,8 +135,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--budget", type=float, default=None,
                    help="seconds the median generate call should take at most (reported, e.g. 1 for issue 9's 4 × 20)")
-    p.add_argument("--bf16", action="store_true",
-                   help="load with the bfloat16 speed option (t2i generate --bf16): pays only on CPUs with native bf16")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast on (--bf16) or off (--no-bf16), as t2i generate takes them; default: the "
+                   "pipeline's own choice (a cascade: on where the CPU has native bfloat16)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     if not any((args.model / name).is_file() for name in ("model_index.json", "t2i.json")):
@@ -149,7 +152,7 @@ def main() -> None:
     startup = [r["startup_s"] for r in runs]
     size = runs[0]["image_size"]
     print(f"model {args.model}: {args.n} images of {size}×{size} px, {args.sampler} {args.steps} steps, guidance on, "
-          f"{args.threads} threads{', bfloat16 autocast' if args.bf16 else ''}; {args.repeats} processes × "
+          f"{args.threads} threads, {'bfloat16 autocast' if runs[0]['bf16'] else 'float32'}; {args.repeats} processes × "
           f"{args.calls} calls")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; load average {load_before:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")

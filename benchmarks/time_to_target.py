@@ -10,6 +10,8 @@ one thread; evaluation time excluded). Candidates:
     bf16        the default under bfloat16 autocast (only where the CPU has it natively)
     flow+bf16   both
     flow-noisier  flow with logit-normal(0.5, 1) timesteps: more training at high noise, where colour is decided
+    transformer the default recipe with the transformer backbone (`--backbone transformer --preset small`: PixArt-α's
+                PixArtTransformer2DModel, sized to cost about what the small U-Net costs per step)
 
 Each (candidate, seed) run writes OUT/runs/NAME-seedS.json and is skipped when that file exists, so several
 processes may split the runs (--candidates) and a last call with --report-only prints the table of all of them.
@@ -34,6 +36,7 @@ CANDIDATES = {
     "bf16": {"objective": "diffusion", "mixed_precision": "bf16"},
     "flow+bf16": {"objective": "flow", "mixed_precision": "bf16"},
     "flow-noisier": {"objective": "flow", "mixed_precision": "no", "flow_logit_mean": 0.5},
+    "transformer": {"objective": "diffusion", "mixed_precision": "no", "backbone": "transformer"},
 }
 
 
@@ -48,12 +51,18 @@ def run_one(args, name: str, seed: int) -> dict:
     """Train one candidate with one seed; return its rows (step, training CPU-seconds, accuracy)."""
     import t2i.latent.train as latent_train
     from t2i.demo import DemoConfig
+    from t2i.diffusion.transformer import TRANSFORMER_PRESETS
     from t2i.evaluation import dominant_colour
 
     spec = CANDIDATES[name]
     demo = DemoConfig(out=args.demo)
     gen = demo.generator
-    model = replace(gen.model, objective=spec["objective"],
+    # The transformer keeps the recipe's objective, schedule and loss fields; only the network differs.
+    transformer = TRANSFORMER_PRESETS["small"]()
+    architecture = ({f: getattr(transformer, f) for f in ("backbone", "patch_size", "transformer_layers",
+                                                          "transformer_heads", "transformer_head_dim")}
+                    if spec.get("backbone") == "transformer" else {})
+    model = replace(gen.model, **architecture, objective=spec["objective"],
                     min_snr_gamma=gen.model.min_snr_gamma if spec["objective"] == "diffusion" else 0.0,
                     flow_logit_mean=spec.get("flow_logit_mean", 0.0))
     cfg = replace(gen, model=model, text=replace(gen.text, source=str(args.demo / "text_encoder")),

@@ -118,11 +118,12 @@ def test_compare_judges_a_smaller_model_enlarged_beside_the_real_ceilings(pipeli
     assert result["real"]["held_out"]["style_accuracy"] >= 0.7
     table = (out / "compare.md").read_text()
     assert f"| {pipeline_dir.name} (" in table and f"{small} → 64" in table and "real images (ceiling)" in table
-    assert result["speed"]["bf16"] is False and ", bf16)" not in table
+    assert result["speed"]["bf16"] is None and model["bf16"] is False and ", bf16)" not in table
     # The speed flags apply to every model and are recorded: the same judging with the U-Net in bfloat16.
     assert main(["compare", str(pipeline_dir), "--data", str(data), "--clip", str(clip), "--out", str(out / "bf16"),
                  "--n", "4", "--n-seen", "4", "--steps", "2", "--bf16", "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert json.loads((out / "bf16" / "compare.json").read_text())["speed"]["bf16"] is True
+    again = json.loads((out / "bf16" / "compare.json").read_text())
+    assert again["speed"]["bf16"] is True and again["models"][str(pipeline_dir)]["bf16"] is True
     assert ", bf16) |" in (out / "bf16" / "compare.md").read_text()
 
 

@@ -147,18 +147,30 @@ def cascade_plain():
 
 
 def test_the_cascade_base_reuses_text_keys_values_with_the_plain_result(cascade_plain):
-    pipe = t2i.load()  # default speed options
-    assert type(pipe).__name__ == "CascadePipeline" and pipe.speed.reuse_text_kv
+    pipe = t2i.load(speed=SpeedConfig(bf16=False))  # the default options, in float32
+    assert type(pipe).__name__ == "CascadePipeline" and pipe.speed.reuse_text_kv and not pipe.bf16
     assert pipe.base.attn_processors and all(type(p).__name__ == "ReusedTextKV"
                                              for p in pipe.base.attn_processors.values())
     torch.testing.assert_close(_pixels(pipe), _pixels(cascade_plain), atol=1e-5, rtol=0)
 
 
 def test_the_cascade_runs_channels_last_with_the_plain_result(cascade_plain):
-    nhwc = t2i.load(speed=SpeedConfig(channels_last=True))
+    nhwc = t2i.load(speed=SpeedConfig(channels_last=True, bf16=False))
     assert nhwc.base.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert nhwc.upsamplers[0].conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(_pixels(nhwc), _pixels(cascade_plain), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_by_default_for_the_cascade_where_the_cpu_has_it_never_for_the_latent_unet(monkeypatch, pipeline_dir,
+                                                                                        native):
+    import t2i.pipeline.speed as speed
+
+    monkeypatch.setattr(speed, "native_bf16", lambda: native)
+    assert t2i.load().bf16 is native  # the shipped cascade
+    assert t2i.load(speed=SpeedConfig(bf16=not native)).bf16 is (not native)  # asked for: as asked
+    assert t2i.load(pipeline_dir).bf16 is False  # the latent demo: only when asked for
+    assert t2i.load(pipeline_dir, speed=SpeedConfig(bf16=True)).bf16 is True
 
 
 def test_the_cascade_in_bf16_autocast_stays_close_to_float32(cascade_plain):

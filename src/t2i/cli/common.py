@@ -118,9 +118,10 @@ def add_speed_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the U-Net: each step runs faster once it is compiled (1.45x on the demo), but "
                    "compiling takes minutes on a CPU, again for each new batch shape, so it pays for long runs only")
-    g.add_argument("--bf16", action="store_true",
-                   help="run the U-Net in bfloat16 autocast: faster only on CPUs with native bfloat16 (AVX512-BF16 "
-                   "or AMX); much slower elsewhere (a warning says so)")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the U-Nets in bfloat16 autocast (--no-bf16: float32): faster only on CPUs with native "
+                   "bfloat16 (AVX512-BF16 or AMX), much slower elsewhere (a warning says so). Default: where it "
+                   "measured faster, i.e. a cascade on a CPU with native bfloat16; a latent pipeline only when asked")
     g.add_argument("--full-previews", action="store_true",
                    help="decode per-step previews with the real decoder instead of the tiny preview decoder")
 

@@ -230,7 +230,7 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
         pipe = t2i.load(model, speed=speed)
         setting = {"guidance": cfg.guidance, "steps": cfg.steps}
         entry = {"image_size": pipe.image_size, "enlarged_from": pipe.image_size if pipe.image_size < size else None,
-                 "variant": pipe.info.get("variant", "latent"),
+                 "variant": pipe.info.get("variant", "latent"), "bf16": bool(getattr(pipe, "bf16", False)),
                  "guidance": cfg.guidance if cfg.guidance is not None else pipe.defaults.get("guidance"),
                  "steps": cfg.steps if cfg.steps is not None else pipe.defaults.get("steps")}
         if pipe.image_size > size:
@@ -259,7 +259,7 @@ def markdown_table(result: dict) -> str:
     for name, m in result["models"].items():
         h, s = m["held_out"], m["seen"]
         px = f"{m['image_size']} → {result['image_size']}" if m["enlarged_from"] else str(m["image_size"])
-        bf16 = ", bf16" if (result.get("speed") or {}).get("bf16") else ""  # the speed option every model ran with
+        bf16 = ", bf16" if m.get("bf16") else ""  # ran under bfloat16 autocast (asked for, or the cascade's default)
         rows.append(f"| {Path(name).name} ({m['variant']}, guidance {m['guidance']}{bf16}) | {px} | {h['fid']:.2f} | "
                     f"{h['kid']:.3f} | {h['clip_score']:.2f} ({h['clip_score_shuffled']:.2f}) | "
                     f"{h['top1']:.1%} / {h['top5']:.1%} | {s['top1']:.1%} / {s['top5']:.1%} | "

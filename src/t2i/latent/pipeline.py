@@ -19,7 +19,7 @@ from t2i.images import to_pil
 from t2i.components import PIPELINE_INFO
 from t2i.pipeline.base import DEFAULTS, Pipeline, Request
 from t2i.pipeline.folder import pipeline_text_encoder
-from t2i.pipeline.speed import SpeedConfig, prepare_unet
+from t2i.pipeline.speed import SpeedConfig, prepare_unet, use_bf16
 from t2i.sampling import (
     FLOW_SAMPLERS,
     FLOW_SCHEDULER,
@@ -66,6 +66,7 @@ class LatentPipeline(Pipeline):
         self.backbone = "transformer" if is_transformer(unet) else "unet"
         self.vae = vae.eval().requires_grad_(False)
         self.speed = speed or SpeedConfig()
+        self.bf16 = use_bf16(self.speed, pays_on_native=False)  # only when asked: not measured faster here
         # Reusing the prompt's keys/values needs the cross-attention to see the same text tensor at every step. The
         # transformer projects the text inside its forward (caption_projection), a new tensor each step, so for it
         # the reuse could never hit: it runs diffusers' own processors instead.
@@ -153,7 +154,7 @@ class LatentPipeline(Pipeline):
         uncond = self.unconditional(r.negatives) if r.guidance != 1 else None
         # A network per run: the reused text keys/values live exactly as long as this run.
         net = unet_network(self._unet_module, reuse_text_kv=self._reuse_text_kv,
-                           autocast_dtype=torch.bfloat16 if self.speed.bf16 else None)
+                           autocast_dtype=torch.bfloat16 if self.bf16 else None)
         generators = [torch.Generator().manual_seed(k) for k in r.seeds]
         shape = (self.unet.config.in_channels, r.height // self.vae_factor, r.width // self.vae_factor)
         x = per_image_randn(shape, generators)  # (B, c, h, w)
