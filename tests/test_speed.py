@@ -192,3 +192,12 @@ def test_cli_fits_a_preview_decoder_for_an_autoencoder_that_has_none(demo_run, t
     assert "held-out RMS error" in capsys.readouterr().out
     decoder = load_preview_decoder(ae)
     assert decoder is not None and decoder.config.metrics["held_out_latents"] == 3 * 32  # 128 images, a quarter
+
+
+@pytest.mark.parametrize("flags, bf16", [([], None), (["--bf16"], True), (["--no-bf16"], False)])
+def test_the_bf16_flags_ask_for_on_off_or_the_pipelines_own_choice(flags, bf16):
+    from t2i.cli import parser
+    from t2i.cli.common import speed_config
+
+    args = parser().parse_args(["generate", "a red apple", *flags])
+    assert speed_config(args).bf16 is bf16
