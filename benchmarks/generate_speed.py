@@ -152,8 +152,8 @@ def main() -> None:
     startup = [r["startup_s"] for r in runs]
     size = runs[0]["image_size"]
     print(f"model {args.model}: {args.n} images of {size}×{size} px, {args.sampler} {args.steps} steps, guidance on, "
-          f"{args.threads} threads, {'bfloat16 autocast' if runs[0]['bf16'] else 'float32'}; {args.repeats} processes × "
-          f"{args.calls} calls")
+          f"{args.threads} threads, {'bfloat16 autocast' if runs[0]['bf16'] else 'float32'}; "
+          f"{args.repeats} processes × {args.calls} calls")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; load average {load_before:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")
     print(f"{'figure':<24}{'min':>9}{'median':>9}{'max':>9}")
