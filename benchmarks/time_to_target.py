@@ -12,6 +12,10 @@ one thread; evaluation time excluded). Candidates:
     flow-noisier  flow with logit-normal(0.5, 1) timesteps: more training at high noise, where colour is decided
     transformer the default recipe with the transformer backbone (`--backbone transformer --preset small`: PixArt-α's
                 PixArtTransformer2DModel, sized to cost about what the small U-Net costs per step)
+    repa        the default plus REPA (`--repa-weight 0.5`): the U-Net's middle block aligned to the autoencoder
+                encoder's features of the clean image
+    repa-clip   the same aligned to a CLIP's patch tokens (`--repa-target FOLDER`; give it with --repa-clip, e.g. a
+                `t2i train clip` on the demo's data)
 
 Each (candidate, seed) run writes OUT/runs/NAME-seedS.json and is skipped when that file exists, so several
 processes may split the runs (--candidates) and a last call with --report-only prints the table of all of them.
@@ -37,6 +41,8 @@ CANDIDATES = {
     "flow+bf16": {"objective": "flow", "mixed_precision": "bf16"},
     "flow-noisier": {"objective": "flow", "mixed_precision": "no", "flow_logit_mean": 0.5},
     "transformer": {"objective": "diffusion", "mixed_precision": "no", "backbone": "transformer"},
+    "repa": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 0.5},
+    "repa-clip": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 0.5, "repa_target": "clip"},
 }
 
 
@@ -65,7 +71,13 @@ def run_one(args, name: str, seed: int) -> dict:
     model = replace(gen.model, **architecture, objective=spec["objective"],
                     min_snr_gamma=gen.model.min_snr_gamma if spec["objective"] == "diffusion" else 0.0,
                     flow_logit_mean=spec.get("flow_logit_mean", 0.0))
-    cfg = replace(gen, model=model, text=replace(gen.text, source=str(args.demo / "text_encoder")),
+    repa = {}
+    if spec.get("repa_weight"):
+        if spec.get("repa_target") == "clip" and args.repa_clip is None:
+            raise SystemExit(f"{name} needs --repa-clip FOLDER (e.g. t2i train clip --data DEMO/data --out FOLDER)")
+        repa = {"repa_weight": spec["repa_weight"],
+                "repa_target": str(args.repa_clip) if spec.get("repa_target") == "clip" else "autoencoder"}
+    cfg = replace(gen, model=model, text=replace(gen.text, source=str(args.demo / "text_encoder")), **repa,
                   train=replace(gen.train, steps=args.steps, seed=seed, mixed_precision=spec["mixed_precision"],
                                 sample_every=args.eval_every))
     prompts = unseen_form_prompts()
@@ -184,6 +196,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.9, 0.8],
                    help="fixed accuracies to report the time to, besides the default's final")
+    p.add_argument("--repa-clip", type=Path, default=None, help="the CLIP folder the repa-clip candidate aligns to")
     p.add_argument("--report-only", action="store_true", help="print the table of the runs already in OUT")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -166,3 +166,14 @@ def test_experiment_help_imports_no_torch():
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--compute" in r.stdout, r.stderr
+
+
+def test_learning_rate_scaling_divides_by_how_much_wider_the_unet_is():
+    from t2i.experiments.presets import EXPERIMENT_PRESETS
+    from t2i.experiments.unet_sizes import UNetSizesConfig, scaled_lr
+
+    assert scaled_lr(2e-3, (32, 64), (128, 256), "width") == pytest.approx(5e-4)
+    assert scaled_lr(2e-3, (32, 64), (16, 32), "width") == pytest.approx(4e-3)
+    assert scaled_lr(2e-3, (32, 64), (128, 256), "none") == 2e-3
+    with pytest.raises(ValueError, match="learning-rate scaling 'sqrt'"):
+        UNetSizesConfig(EXPERIMENT_PRESETS["tiny"](), ((16, 32),), lr_scaling="sqrt")

@@ -169,6 +169,14 @@ def test_corpus_preset_end_to_end_scores_held_out_words_and_concepts(corpus_expe
         table = (root / name / "results.md").read_text()
         assert "held-out words top-5 ↑" in table and "Chance (top-1 / top-5): words" in table
         assert "shape, held-out synonyms" not in table and (root / name / "figure.png").is_file()
+    # corpus-tiny scales the learning rate with the width: the (8, 16) U-Net at twice the recipe's (16, 32) rate, in
+    # its own folder; the recipe's U-Net keeps its rate and is the text-encoder experiment's run.
+    recipe_lr = json.loads((root / "text-encoders" / "runs" / "minilm-6l" / "seed-0" / "result.json").read_text())
+    recipe_lr = recipe_lr["settings_key"]["generator"]["train"]["lr"]
+    for run in json.loads((root / "unet-sizes" / "results.json").read_text())["runs"]:
+        trained = run["settings_key"]["generator"]["train"]["lr"]
+        assert run["lr"] == trained == recipe_lr * 16 / run["unet_channels"][0], run["name"]
+        assert (f"-lr-{trained:g}" in run["run"]) == (trained != recipe_lr)
     te = json.loads((root / "text-encoders" / "experiment.json").read_text())
     assert [e["name"] for e in te["encoders"]] == ["scratch", "minilm-random", "minilm-1l", "minilm-6l"]
     assert {p["prompt"] for p in te["held_out"]["prompts"] if p["kind"] == "word"} >= {"twinkle", "night"}

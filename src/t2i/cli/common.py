@@ -38,6 +38,13 @@ def non_negative_int(text: str) -> int:
     return v
 
 
+def non_negative_float(text: str) -> float:
+    v = float(text)
+    if not v >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
 def add_train_flags(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float, ema: float) -> None:
     """The flags of the shared trainer (t2i.training.trainer.TrainConfig). Defaults are literal here so that
     `--help` imports no torch; tests/test_cli.py checks them against each component's TrainConfig."""

@@ -51,6 +51,10 @@ def register(sub) -> None:
                    "at --threads), or FLOPs per step")
     u.add_argument("--widths", nargs="+", default=None, metavar="C1,C2",
                    help="U-Net channels per level, small to large, e.g. 16,32 32,64 64,128 (default: the preset's)")
+    u.add_argument("--lr-scaling", choices=["none", "width"], default=None,
+                   help="each U-Net's learning rate: 'none' keeps the recipe's; 'width' divides it by how many times "
+                   "wider the U-Net is than the recipe's (first level's channels), so that wide U-Nets do not "
+                   "diverge (default: the preset's: width for corpus and corpus-tiny, none for the others)")
     u.set_defaults(run=run_unet_sizes)
 
 
@@ -125,7 +129,7 @@ def run_text_encoders(args, command: str) -> None:
 
 
 def run_unet_sizes(args, command: str) -> None:
-    from t2i.experiments.presets import UNET_LADDERS
+    from t2i.experiments.presets import LR_SCALING, UNET_LADDERS
     from t2i.experiments.runner import Stopped
     from t2i.experiments.unet_sizes import UNetSizesConfig, run_unet_sizes as run
 
@@ -137,7 +141,8 @@ def run_unet_sizes(args, command: str) -> None:
         except ValueError:
             raise ValueError(f"--widths takes channel lists such as 16,32 32,64; got {' '.join(args.widths)}") from None
     try:
-        results = run(out, UNetSizesConfig(cfg, widths, args.text_encoder, args.compute), preset=args.preset,
+        scaling = args.lr_scaling or LR_SCALING[args.preset]
+        results = run(out, UNetSizesConfig(cfg, widths, args.text_encoder, args.compute, scaling), preset=args.preset,
                       command=command, **given)
     except Stopped as e:
         print(f"stopped: {e}")

@@ -10,6 +10,7 @@ from t2i.cli.common import (
     add_train_flags,
     fraction,
     is_main_process,
+    non_negative_float,
     non_negative_int,
     positive_int,
     report_stop,
@@ -159,6 +160,13 @@ def register_generator(tsub) -> None:
                    help="every N steps, FID and CLIP score on --eval-images images (current weights), to eval_log.csv")
     g.add_argument("--eval-images", type=positive_int, default=100, help="images per check during training (≥ 50)")
     g.add_argument("--eval-clip", type=Path, default=None, help="CLIP folder for those checks (t2i train clip)")
+    g.add_argument("--repa-weight", type=non_negative_float, default=0.0,
+                   help="REPA: also pull the U-Net's middle block (the transformer's block a third of the way up) "
+                   "towards a frozen encoder's features of the clean image, with this weight (the paper's 0.5; "
+                   "0: off). The projector it trains is not saved (docs/training.md)")
+    g.add_argument("--repa-target", default="autoencoder", metavar="autoencoder|CLIP_FOLDER",
+                   help="the frozen encoder REPA aligns to: the autoencoder's encoder, or a CLIP model folder "
+                   "(t2i train clip, or a real CLIP on disk)")
     g.set_defaults(run=run_generator)
 
 
@@ -174,7 +182,8 @@ def run_generator(args, command: str) -> None:
     model.pooled_text_heads = args.pooled_text_heads
     cfg = GeneratorTrainConfig(model=model, text=text, train=train_config(args, sample_every=args.sample_every),
                                cache_shard_rows=args.cache_shard_rows, eval_every=args.eval_every,
-                               eval_images=args.eval_images, eval_clip=str(args.eval_clip) if args.eval_clip else None)
+                               eval_images=args.eval_images, eval_clip=str(args.eval_clip) if args.eval_clip else None,
+                               repa_weight=args.repa_weight, repa_target=args.repa_target)
     make_evaluator = None
     if cfg.eval_every > 0:
         from t2i.evaluation.during_training import periodic_evaluator

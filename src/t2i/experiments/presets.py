@@ -151,6 +151,12 @@ UNET_LADDERS = {
     "corpus-tiny": ((8, 16), (16, 32)),
 }
 
+# How `t2i experiment unet-sizes` sets each U-Net's learning rate, per preset (unet_sizes.LR_SCALINGS): "none"
+# keeps the recipe's for every width (the shapes results in docs/experiments.md were measured so); "width" divides
+# it by how much wider the U-Net is than the recipe's, since at the recipe's 2e-3 the corpus preset's (128, 256)
+# U-Net diverged on both seeds.
+LR_SCALING = {"full": "none", "quick": "none", "tiny": "none", "corpus": "width", "corpus-tiny": "width"}
+
 # MiniLM truncations (layers kept, of 6) that `t2i experiment text-encoders` compares besides all 6, per preset.
 TRUNCATIONS = {"full": (1, 2, 3), "quick": (1, 2, 3), "tiny": (1, 2, 3), "corpus": (3,), "corpus-tiny": (1,)}
 

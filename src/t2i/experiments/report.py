@@ -109,7 +109,7 @@ def summarise(runs: list[dict], headline_guidance: float) -> list[dict]:
             train_cpu_seconds=_spread([r["cpu_seconds"].get("train") for r in runs_]),
             evaluate_cpu_seconds=_spread([r["cpu_seconds"].get("evaluate") for r in runs_]),
             real_clip_score=runs_[0].get("real_clip_score"),
-            **{k: runs_[0][k] for k in ("text_encoder", "unet_channels", "pretrained", "trained_with_generator")
+            **{k: runs_[0][k] for k in ("text_encoder", "unet_channels", "lr", "pretrained", "trained_with_generator")
                if k in runs_[0]})
         out.append(entry)
     return out

@@ -6,8 +6,12 @@ found the gains far smaller than those from scaling the text encoder. Equal step
 is given more compute); equal compute (see `compute.py`: CPU time per step by default, or FLOPs) asks the
 practical question: for the same budget, is a bigger or a smaller U-Net better?
 
-A run is identified by (U-Net width, steps, seed), so the reference U-Net's equal-steps run is also its
-equal-compute run and is trained once.
+A run is identified by (U-Net width, steps, learning rate, seed), so the reference U-Net's equal-steps run is
+also its equal-compute run and is trained once.
+
+The learning rate can follow the width (`lr_scaling="width"`): a U-Net k times wider than the recipe's trains at
+1/k of the recipe's rate, the rule μP (Yang et al. 2021) gives Adam for hidden weights. Without it, a wide U-Net
+trained at the small one's rate can diverge (the corpus preset's (128, 256) U-Net did at 2e-3 on both seeds).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ log = logging.getLogger("t2i.experiments")
 
 TITLE = "U-Net sizes: FID vs CLIP score, one curve per U-Net (same text encoder)"
 EQUAL_STEPS, EQUAL_COMPUTE = "equal steps", "equal compute"
+LR_SCALINGS = ("none", "width")  # every U-Net at the recipe's learning rate; or the rate times recipe width / width
 
 
 @dataclass
@@ -38,8 +43,11 @@ class UNetSizesConfig:
     widths: tuple[tuple[int, ...], ...]  # channels per level of each U-Net, small to large (the rest: the recipe's)
     text_encoder: str = MINILM  # the one text encoder: "minilm", "scratch" or a local folder
     compute_measure: str = "cpu_time"  # what equal compute equalises: "cpu_time" (per step, measured here) or "flops"
+    lr_scaling: str = "none"  # one of LR_SCALINGS
 
     def __post_init__(self):
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"unknown learning-rate scaling {self.lr_scaling!r}; choose from {', '.join(LR_SCALINGS)}")
         if self.compute_measure not in compute.COMPUTE_MEASURES:
             raise ValueError(f"unknown compute measure {self.compute_measure!r}; choose from "
                              f"{', '.join(compute.COMPUTE_MEASURES)}")
@@ -53,6 +61,13 @@ def unet_config(recipe: GeneratorConfig, widths: tuple[int, ...]) -> GeneratorCo
         raise ValueError(f"U-Net widths {tuple(widths)} have {len(widths)} levels; the recipe's U-Net has "
                          f"{len(recipe.block_out_channels)}")
     return replace(recipe, block_out_channels=tuple(widths), norm_num_groups=math.gcd(recipe.norm_num_groups, *widths))
+
+
+def scaled_lr(lr: float, recipe: tuple[int, ...], widths: tuple[int, ...], scaling: str) -> float:
+    """The learning rate for a U-Net of `widths` when the recipe's U-Net (`recipe` widths) trains at `lr`."""
+    if scaling == "none":
+        return lr
+    return lr * recipe[0] / widths[0]
 
 
 def _name(widths: tuple[int, ...]) -> str:
@@ -138,16 +153,21 @@ def run_unet_sizes(root: str | Path, cfg: UNetSizesConfig, *, preset: str, data:
             name = _name(widths)
             log.info("== %s, %d steps (%s), seed %d", name, steps, group, seed)
             base = exp.generator.train
-            train = replace(base, seed=seed, steps=steps, warmup_steps=min(base.warmup_steps, max(1, steps // 2)))
+            lr = scaled_lr(base.lr, exp.generator.model.block_out_channels, widths, cfg.lr_scaling)
+            train = replace(base, seed=seed, steps=steps, lr=lr, warmup_steps=min(base.warmup_steps, max(1, steps // 2)))
             generator = replace(exp.generator, model=unet_config(exp.generator.model, widths),
                                 text=replace(text, seed=seed), train=train)
             cost = costs["costs"][name]
             label = f"U-Net {cost['parameters'] / 1e6:.2f} M {widths}"
+            run_name = f"steps-{steps}"
             if group == EQUAL_COMPUTE:
                 label += f", {steps} steps"
-            run = run_one(folder / "runs" / name / f"steps-{steps}" / f"seed-{seed}", shared, exp, generator, describe={
+            if lr != base.lr:  # a run at another rate is another run: its own folder
+                label += f", lr {lr:g}"
+                run_name += f"-lr-{lr:g}"
+            run = run_one(folder / "runs" / name / run_name / f"seed-{seed}", shared, exp, generator, describe={
                 "group": group, "name": name, "label": label, "seed": seed, "unet_channels": list(widths),
-                "text_encoder": cfg.text_encoder})
+                "text_encoder": cfg.text_encoder, "lr": lr})
             runs.append({**run, "group": group, "label": label})
             write_results(folder, TITLE, runs, {**{k: meta[k] for k in ("experiment", "preset", "headline_guidance")},
                                                 "recognition": shared.info["recognition"]})

@@ -22,6 +22,7 @@ from t2i.data.layout import TRAIN
 from t2i.data.sources import ImageRows, open_source
 from t2i.training.cache import SHARD_ROWS, latent_rows, sharded_cache
 from t2i.text.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
+from t2i.diffusion import repa
 from t2i.diffusion.loss import diffusion_loss, flow_loss
 from t2i.diffusion.transformer import build_transformer
 from t2i.diffusion.unet import GeneratorConfig, build_unet, check_objective
@@ -51,14 +52,17 @@ class GeneratorTrainConfig:
     eval_every: int = 0  # steps between FID / CLIP-score checks on the current (not EMA) weights; 0: off
     eval_images: int = 100  # generated images per check (at least 50; small-N FIDs compare only with each other)
     eval_clip: str | None = None  # CLIPModel folder for the checks (t2i train clip); required when eval_every > 0
+    repa_weight: float = 0.0  # REPA (t2i.diffusion.repa): weight λ of the alignment loss; 0: off
+    repa_target: str = repa.AUTOENCODER  # the frozen encoder aligned to: "autoencoder" or a CLIP model folder
 
 
 def generator_loss(denoiser: Denoiser | FlowDenoiser, cfg: GeneratorConfig, scaling_factor: float,
-                   uncond: torch.Tensor, text_table=None):
+                   uncond: torch.Tensor, text_table=None, *, repa_weight: float = 0.0):
     """The diffusion (for a FlowDenoiser, rectified-flow) loss on latents sampled from the cached posterior. With
     `text_table` (rows indexed by caption) the text is cached; without, the model holds a trainable encoder. Noise,
     timesteps, dropout and, for an image with several captions, which one, are drawn per sample (`sample_randn`...),
-    so a multi-process run draws for each sample what a single process would."""
+    so a multi-process run draws for each sample what a single process would. With `repa_weight` > 0, plus that
+    times REPA's alignment loss against the batch's "repa_target" (the generator then carries a projector)."""
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         mean, std = batch["latent_mean"], batch["latent_std"]
@@ -68,12 +72,30 @@ def generator_loss(denoiser: Denoiser | FlowDenoiser, cfg: GeneratorConfig, scal
         unet, emb = caption_embeddings(model, batch, drop, text_table, uncond, generator)
         # timestep by name: the U-Net takes it second, the transformer third
         predict = lambda x_t, t: unet(x_t, timestep=t, encoder_hidden_states=emb).sample  # noqa: E731
+        if repa_weight <= 0:
+            return denoising(denoiser, x0, predict, generator)
+        network = _unwrapped(unet)
+        with repa.capture(repa.aligned_layer(network)) as seen:
+            loss = denoising(denoiser, x0, predict, generator)
+        return loss + repa_weight * repa.alignment_loss(getattr(network, repa.PROJECTOR), seen["hidden"],
+                                                        batch["repa_target"].to(device))
+
+    def denoising(denoiser, x0, predict, generator) -> torch.Tensor:
         if isinstance(denoiser, FlowDenoiser):
             return flow_loss(denoiser, x0, predict, generator, logit_mean=cfg.flow_logit_mean,
                              logit_std=cfg.flow_logit_std)
         return diffusion_loss(denoiser, x0, predict, generator, min_snr_gamma=cfg.min_snr_gamma)
 
     return loss_fn
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel or torch.compile wrapper (itself if none)."""
+    while True:
+        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
+        if inner is None:
+            return module
+        module = inner
 
 
 def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: str | Path,
@@ -140,9 +162,13 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         torch.manual_seed(cfg.train.seed)  # diffusers initialises from the global RNG; keep it contained
         unet = build_generator(cfg.model, sample_size=latent_size, latent_channels=latents["latent_mean"].shape[1],
                                cross_attention_dim=text.encoder.hidden_size)
+    if cfg.repa_weight > 0:
+        tensors.update(_attach_repa(unet, cfg, vae, source, image_size, latent_size, text, cache_dir,
+                                    fingerprint, vae_digest, processes_split))
     model = trainable(unet, text)
     denoiser = make_denoiser(unet, cfg.model)
-    loss_fn = generator_loss(denoiser, cfg.model, scaling_factor, text.uncond, text.text_table)
+    loss_fn = generator_loss(denoiser, cfg.model, scaling_factor, text.uncond, text.text_table,
+                             repa_weight=cfg.repa_weight)
     batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     prompts = sorted(set(captions))[:4]
     on_sample = sample_grid_hook(out_dir / "samples", vae, cfg.model, prompts, text.encoder, text.scratch)
@@ -158,6 +184,8 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
 
     def save() -> dict:
         final_unet = save_trained(result.ema if result.ema is not None else model, out_dir, text)
+        if hasattr(final_unet, repa.PROJECTOR):  # training-only: the saved generator is a plain diffusers model
+            delattr(final_unet, repa.PROJECTOR)
         final_unet.save_pretrained(out_dir, safe_serialization=True)
         info = {
             "component": "generator",
@@ -190,6 +218,29 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         return info
 
     return finish_training(result, "generator", out_dir, save)
+
+
+def _attach_repa(unet, cfg: GeneratorTrainConfig, vae, source, image_size: int, latent_size: int, text,
+                 cache_dir: Path, fingerprint: str, vae_digest: str, split: dict) -> dict:
+    """REPA's targets, cached once per image at the aligned layer's grid, and its projector, attached to the
+    generator (so that the optimiser, EMA and checkpoints hold it); returns {"repa_target": rows}."""
+    features = repa.FrozenFeatures(cfg.repa_target, vae)
+    latent_channels = vae.config.latent_channels
+    dummy = dict(timestep=torch.zeros(1), encoder_hidden_states=torch.zeros(1, text.encoder.max_length,
+                                                                          text.encoder.hidden_size))
+    channels, grid = repa.layer_shape(unet, torch.zeros(1, latent_channels, latent_size, latent_size), **dummy)
+    images = ImageRows(source, image_size)
+    target_dim = features(images[torch.arange(1)]).shape[1]
+    digest = vae_digest if cfg.repa_target == repa.AUTOENCODER else weights_digest(cfg.repa_target)
+    rows = sharded_cache(cache_dir, "repa", {"data": fingerprint, "target": features.name, "weights": digest,
+                                             "size": image_size, "grid": grid}, len(source),
+                         repa.target_rows(features, images, grid), **split)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed + 1)
+        unet.add_module(repa.PROJECTOR, repa.make_projector(channels, target_dim))
+    log.info("REPA: aligning the %s-channel %d×%d layer to %s (%d features), weight %g", channels, grid, grid,
+             features.name, target_dim, cfg.repa_weight)
+    return rows
 
 
 def build_generator(cfg: GeneratorConfig, *, sample_size: int, latent_channels: int, cross_attention_dim: int):
