@@ -7,6 +7,8 @@ ratios hold even when absolute times do not (run it alone for absolute times):
     channels-last  the default with channels_last memory format
     bf16           the default under bfloat16 autocast, as `--mixed-precision bf16` trains it (pays only on CPUs
                    with native bfloat16: AMX or AVX512-BF16; t2i.pipeline.speed.native_bf16)
+    repa           the default plus REPA's alignment term (`--repa-weight 0.5`): the middle block's output through
+                   the projector, cosine against a target of the autoencoder's width (--repa-dim) on the same grid
 
 Times are CPU time (time.process_time): with one thread it is the step's compute, little moved by other processes.
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from t2i.diffusion import repa
 from t2i.diffusion.unet import GeneratorConfig, build_unet
 from t2i.pipeline.speed import native_bf16
 
@@ -33,6 +36,7 @@ def main() -> None:
     p.add_argument("--latent-size", type=int, default=8, help="latent side (32 px images, autoencoder factor 4)")
     p.add_argument("--tokens", type=int, default=16, help="prompt length in tokens")
     p.add_argument("--text-width", type=int, default=384, help="text embedding width (MiniLM: 384)")
+    p.add_argument("--repa-dim", type=int, default=32, help="REPA target width (the demo autoencoder's last level)")
     p.add_argument("--repeats", type=int, default=6, help="timed rounds; each times 3 steps of every variant")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -46,21 +50,30 @@ def main() -> None:
                               cross_attention_dim=args.text_width)
 
     variants = {"default": unet(), "pooled-text": unet(pooled_text_heads=6),
-                "channels-last": unet().to(memory_format=torch.channels_last), "bf16": unet()}
+                "channels-last": unet().to(memory_format=torch.channels_last), "bf16": unet(), "repa": unet()}
+    channels, grid = repa.layer_shape(variants["repa"], torch.zeros(1, 4, args.latent_size, args.latent_size),
+                                      timestep=torch.zeros(1), encoder_hidden_states=torch.zeros(1, args.tokens,
+                                                                                                 args.text_width))
+    variants["repa"].add_module(repa.PROJECTOR, repa.make_projector(channels, args.repa_dim))
     g = torch.Generator().manual_seed(0)
     b = args.batch_size
     x = torch.randn(b, 4, args.latent_size, args.latent_size, generator=g)
     t = torch.randint(0, 1000, (b,), generator=g)
     text = torch.randn(b, args.tokens, args.text_width, generator=g)
+    target = torch.randn(b, args.repa_dim, grid, grid, generator=g)
     optimisers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in variants.items()}
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.repeats + 1):  # the first round warms up
         for k, model in variants.items():
             start = time.process_time()
             for _ in range(3):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=k == "bf16"):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=k == "bf16"), \
+                        repa.capture(repa.aligned_layer(model)) as seen:
                     out = model(x, t, encoder_hidden_states=text).sample
-                out.float().pow(2).mean().backward()
+                loss = out.float().pow(2).mean()
+                if k == "repa":
+                    loss = loss + 0.5 * repa.alignment_loss(getattr(model, repa.PROJECTOR), seen["hidden"], target)
+                loss.backward()
                 optimisers[k].step()
                 optimisers[k].zero_grad(set_to_none=True)
             if r:

@@ -5,7 +5,8 @@ demo's generator with `train_generator` (same caches, trainer, EMA); every `--ev
 draw every colour × shape prompt in a form never seen in training ("a red circle", as benchmarks/colour_accuracy.py)
 and the share with the prompted dominant colour is recorded with the training CPU time so far (time.process_time,
 one thread; evaluation time excluded). Candidates:
-    default     the current recipe: VP cosine schedule, v-prediction, Min-SNR-5, float32, DPM-Solver++(2M)
+    default     the recipe before REPA became its default (`--repa-weight 0`): VP cosine schedule, v-prediction,
+                Min-SNR-5, float32, DPM-Solver++(2M); every other candidate is it with one change
     flow        rectified flow with logit-normal timesteps (SD3), flow Euler sampler, float32
     bf16        the default under bfloat16 autocast (only where the CPU has it natively)
     flow+bf16   both
@@ -13,7 +14,7 @@ one thread; evaluation time excluded). Candidates:
     transformer the default recipe with the transformer backbone (`--backbone transformer --preset small`: PixArt-α's
                 PixArtTransformer2DModel, sized to cost about what the small U-Net costs per step)
     repa        the default plus REPA (`--repa-weight 0.5`): the U-Net's middle block aligned to the autoencoder
-                encoder's features of the clean image
+                encoder's features of the clean image (now `t2i train generator`'s and `t2i demo`'s default)
     repa-clip   the same aligned to a CLIP's patch tokens (`--repa-target FOLDER`; give it with --repa-clip, e.g. a
                 `t2i train clip` on the demo's data)
 
@@ -71,7 +72,7 @@ def run_one(args, name: str, seed: int) -> dict:
     model = replace(gen.model, **architecture, objective=spec["objective"],
                     min_snr_gamma=gen.model.min_snr_gamma if spec["objective"] == "diffusion" else 0.0,
                     flow_logit_mean=spec.get("flow_logit_mean", 0.0))
-    repa = {}
+    repa = {"repa_weight": 0.0}  # the recipe as measured before REPA was adopted, unless the candidate adds it
     if spec.get("repa_weight"):
         if spec.get("repa_target") == "clip" and args.repa_clip is None:
             raise SystemExit(f"{name} needs --repa-clip FOLDER (e.g. t2i train clip --data DEMO/data --out FOLDER)")

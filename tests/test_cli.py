@@ -140,6 +140,7 @@ def test_training_flag_defaults_match_the_component_configs():
     assert (args.prediction, args.beta_schedule, args.caption_dropout, args.min_snr_gamma, args.pooled_text_heads) == (
         model.prediction_type, model.schedule.beta_schedule, model.caption_dropout, model.min_snr_gamma,
         model.pooled_text_heads)
+    assert (args.repa_weight, args.repa_target) == (GeneratorTrainConfig().repa_weight, GeneratorTrainConfig().repa_target)
 
 
 @pytest.mark.slow

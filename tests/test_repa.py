@@ -156,7 +156,7 @@ def test_cli_repa_flags_parse_and_a_negative_weight_is_refused(capsys):
     base = ["train", "generator", "--data", "d", "--autoencoder", "a", "--out", "o"]
     args = parser().parse_args(base + ["--repa-weight", "0.5", "--repa-target", "clip_dir"])
     assert (args.repa_weight, args.repa_target) == (0.5, "clip_dir")
-    assert parser().parse_args(base).repa_weight == 0.0
+    assert parser().parse_args(base + ["--repa-weight", "0"]).repa_weight == 0.0
     with pytest.raises(SystemExit):
         parser().parse_args(base + ["--repa-weight", "-1"])
     assert "must be 0 or more, got -1.0" in capsys.readouterr().err

@@ -160,10 +160,10 @@ def register_generator(tsub) -> None:
                    help="every N steps, FID and CLIP score on --eval-images images (current weights), to eval_log.csv")
     g.add_argument("--eval-images", type=positive_int, default=100, help="images per check during training (≥ 50)")
     g.add_argument("--eval-clip", type=Path, default=None, help="CLIP folder for those checks (t2i train clip)")
-    g.add_argument("--repa-weight", type=non_negative_float, default=0.0,
+    g.add_argument("--repa-weight", type=non_negative_float, default=0.5,
                    help="REPA: also pull the U-Net's middle block (the transformer's block a third of the way up) "
-                   "towards a frozen encoder's features of the clean image, with this weight (the paper's 0.5; "
-                   "0: off). The projector it trains is not saved (docs/training.md)")
+                   "towards a frozen encoder's features of the clean image, with this weight (the paper's; 0: off, "
+                   "the recipe before REPA). The projector it trains is not saved (docs/training.md)")
     g.add_argument("--repa-target", default="autoencoder", metavar="autoencoder|CLIP_FOLDER",
                    help="the frozen encoder REPA aligns to: the autoencoder's encoder, or a CLIP model folder "
                    "(t2i train clip, or a real CLIP on disk)")
