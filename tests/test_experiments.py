@@ -177,3 +177,18 @@ def test_learning_rate_scaling_divides_by_how_much_wider_the_unet_is():
     assert scaled_lr(2e-3, (32, 64), (128, 256), "none") == 2e-3
     with pytest.raises(ValueError, match="learning-rate scaling 'sqrt'"):
         UNetSizesConfig(EXPERIMENT_PRESETS["tiny"](), ((16, 32),), lr_scaling="sqrt")
+
+
+def test_runs_without_repa_keep_the_settings_key_they_had_before_repa_existed():
+    from dataclasses import replace
+
+    from t2i.experiments.presets import EXPERIMENT_PRESETS
+    from t2i.experiments.runner import settings_key
+
+    cfg = EXPERIMENT_PRESETS["corpus"]()
+    assert cfg.generator.repa_weight == 0.5  # the recipe's, followed by the experiments
+    with_repa = settings_key(cfg, cfg.generator)
+    assert with_repa["generator"]["repa_weight"] == 0.5 and with_repa["generator"]["repa_target"] == "autoencoder"
+    without = settings_key(cfg, replace(cfg.generator, repa_weight=0.0))
+    assert "repa_weight" not in without["generator"] and "repa_target" not in without["generator"]
+    assert {k: v for k, v in with_repa["generator"].items() if not k.startswith("repa_")} == without["generator"]

@@ -39,7 +39,7 @@ class DemoConfig:
     # The text encoder: MiniLM's first `text_layers` of 6 layers, written to OUT/text_encoder (its source is
     # set there). With 3 layers and 1,500 generator steps the unseen-form colour accuracy was 95.3 %, 96.4 % and
     # 99.0 % (this recipe, another autoencoder seed, another generator seed) against 87.5 % with all 6 layers
-    # and 1,200 steps (docs/demo-recipe.md).
+    # and 1,200 steps (docs/demo-recipe.md); with REPA, now on by default, 99.0 % (BENCHMARKS.md).
     text_layers: int = 3
     autoencoder: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
     generator: GeneratorTrainConfig = field(default_factory=lambda: GeneratorTrainConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from t2i.cli.common import Help, non_negative_int
+from t2i.cli.common import Help, non_negative_float, non_negative_int
 
 PRESET_HELP = ("size: full (the demo's recipe, seeds 0 1; ~2 h per experiment on 2 idle CPU cores), quick (half "
                "the steps, smaller samples, seed 0), tiny (seconds; exercises every stage, measures nothing), all on "
@@ -77,10 +77,15 @@ def _common(p) -> None:
                    help="shapes classifier folder (default: trained once into OUT/shared)")
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="PyTorch CPU threads (0: PyTorch's default); CPU-time budgets are measured at this count")
+    p.add_argument("--repa-weight", type=non_negative_float, default=None,
+                   help="every generator's REPA weight (default: the recipe's, 0.5; 0: the recipe before REPA, as "
+                   "the results in docs/experiments.md were measured)")
 
 
 def _experiment(args):
     import torch
+
+    from dataclasses import replace
 
     from t2i.experiments.presets import EXPERIMENT_PRESETS
 
@@ -91,6 +96,8 @@ def _experiment(args):
     cfg = EXPERIMENT_PRESETS[args.preset]()
     if args.seeds:
         cfg.seeds = tuple(dict.fromkeys(args.seeds))
+    if args.repa_weight is not None:
+        cfg.generator = replace(cfg.generator, repa_weight=args.repa_weight)
     out = args.out or Path("outputs/experiments") / args.preset
     given = dict(data=args.data, autoencoder=args.autoencoder, clip=args.clip, classifier=args.classifier)
     if args.autoencoder and not args.data:

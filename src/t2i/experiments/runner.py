@@ -246,11 +246,7 @@ def run_one(run_dir: Path, shared: Shared, cfg: ExperimentConfig, generator: Gen
     from t2i.latent.pipeline import LatentPipeline
     from t2i.latent.compose import compose
 
-    key = {"generator": asdict(generator), "eval": asdict(cfg.eval), "synonym_images": cfg.synonym_images,
-           "sampler": cfg.sampler, "sampling_steps": cfg.sampling_steps}
-    if cfg.recognition_images:  # only when measured, so that the shapes presets' finished runs keep their key
-        key["recognition_images"] = cfg.recognition_images
-    key = json.loads(json.dumps(key, default=str))
+    key = settings_key(cfg, generator)
     done = run_dir / RESULT_FILE
     if done.is_file():
         result = json.loads(done.read_text())
@@ -294,6 +290,19 @@ def run_one(run_dir: Path, shared: Shared, cfg: ExperimentConfig, generator: Gen
               "real_clip_score": metrics["real"]["clip_score"], "settings": metrics["settings"]}
     _write_json(done, result)
     return result
+
+
+def settings_key(cfg: ExperimentConfig, generator: GeneratorTrainConfig) -> dict:
+    """What identifies a run's result: a finished run is read back only under the same key. Settings added since
+    runs were first recorded enter it only when they change something, so those runs keep their key."""
+    key = {"generator": asdict(generator), "eval": asdict(cfg.eval), "synonym_images": cfg.synonym_images,
+           "sampler": cfg.sampler, "sampling_steps": cfg.sampling_steps}
+    if cfg.recognition_images:  # only when measured
+        key["recognition_images"] = cfg.recognition_images
+    if not generator.repa_weight:  # runs without REPA predate it
+        key["generator"].pop("repa_weight")
+        key["generator"].pop("repa_target")
+    return json.loads(json.dumps(key, default=str))
 
 
 def _finished_twin(root: Path, key: dict) -> dict | None:
