@@ -125,7 +125,7 @@ def test_generator_loss_falls_and_caches_are_reused(autoencoder, shapes, tmp_pat
     assert info["losses"][-1] < info["losses"][0]
     assert read_component_info(tmp_path / "gen", "generator")["text_encoder"]["max_length"] == 16
     files = sorted(p.name for p in cache.iterdir())
-    assert len(files) == 2 and files[0].startswith("latents-") and files[1].startswith("text-")
+    assert [f.split("-")[0] for f in files] == ["latents", "repa", "text"]  # REPA's targets: on by default
     stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     train_generator(shapes, ae_dir, tmp_path / "gen2", _generator_cfg(steps=2), cache_dir=cache)
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps  # read, not rewritten
