@@ -53,7 +53,7 @@ class GeneratorTrainConfig:
     eval_images: int = 100  # generated images per check (at least 50; small-N FIDs compare only with each other)
     eval_clip: str | None = None  # CLIPModel folder for the checks (t2i train clip); required when eval_every > 0
     # REPA (t2i.diffusion.repa): weight λ of the alignment loss (0: off). On by default since it reached the former
-    # recipe's final colour accuracy in ~0.7× its training CPU time on shapes (BENCHMARKS.md, time to target)
+    # recipe's final colour accuracy on shapes in 0.75× its steps, ~0.8× its CPU time (BENCHMARKS.md, time to target)
     repa_weight: float = 0.5
     repa_target: str = repa.AUTOENCODER  # the frozen encoder aligned to: "autoencoder" or a CLIP model folder
 
