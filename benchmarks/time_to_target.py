@@ -15,6 +15,8 @@ one thread; evaluation time excluded). Candidates:
                 PixArtTransformer2DModel, sized to cost about what the small U-Net costs per step)
     repa        the default plus REPA (`--repa-weight 0.5`): the U-Net's middle block aligned to the autoencoder
                 encoder's features of the clean image (now `t2i train generator`'s and `t2i demo`'s default)
+    repa-0.25   repa with λ 0.25
+    repa-1      repa with λ 1
     repa-clip   the same aligned to a CLIP's patch tokens (`--repa-target FOLDER`; give it with --repa-clip, e.g. a
                 `t2i train clip` on the demo's data)
 
@@ -44,6 +46,8 @@ CANDIDATES = {
     "transformer": {"objective": "diffusion", "mixed_precision": "no", "backbone": "transformer"},
     "repa": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 0.5},
     "repa-clip": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 0.5, "repa_target": "clip"},
+    "repa-0.25": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 0.25},
+    "repa-1": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 1.0},
 }
 
 

@@ -96,15 +96,17 @@ def test_a_repa_run_saves_a_plain_unet_resumes_bitwise_and_trains_differently(de
     train_generator(out / "data", out / "autoencoder", tmp_path / "part", repa_config(stop_at=3), **common)
     checkpoint = sorted((tmp_path / "part" / "checkpoints").iterdir())[-1]
     assert any(repa.PROJECTOR in k for k in load_file(next(checkpoint.glob("model*.safetensors"))))
+    off = repa_config()
+    off.repa_weight = 0.0
+    with pytest.raises(ValueError, match="was written with REPA on; resume it with --repa-weight > 0"):
+        train_generator(out / "data", out / "autoencoder", tmp_path / "part", off, resume=True, **common)
     resumed = train_generator(out / "data", out / "autoencoder", tmp_path / "part", repa_config(), resume=True,
                               **common)
     a, b = load_file(tmp_path / "whole" / WEIGHTS), load_file(tmp_path / "part" / WEIGHTS)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["losses"] == whole["losses"] and not math.isnan(whole["metrics"]["final_loss"])
     # The projector is not saved: the same keys as a run without REPA, and diffusers loads the folder as is.
-    plain_cfg = repa_config()
-    plain_cfg.repa_weight = 0.0
-    plain = train_generator(out / "data", out / "autoencoder", tmp_path / "plain", plain_cfg, **common)
+    plain = train_generator(out / "data", out / "autoencoder", tmp_path / "plain", off, **common)
     assert a.keys() == load_file(tmp_path / "plain" / WEIGHTS).keys()
     assert not any(repa.PROJECTOR in k for k in a)
     UNet2DConditionModel.from_pretrained(tmp_path / "whole")

@@ -123,7 +123,8 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
     from diffusers import AutoencoderKL
 
     out_dir = Path(out_dir)
-    resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
+    start = resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
+    _check_repa_matches(start, cfg.repa_weight)
     if cfg.eval_every > 0 and not cfg.eval_clip:  # before anything is written
         raise ValueError("FID during training needs a CLIP folder (--eval-clip; make one with t2i train clip)")
     if cfg.eval_every > 0 and make_evaluator is None:
@@ -220,6 +221,21 @@ def train_generator(data_dir: str | Path, autoencoder_dir: str | Path, out_dir: 
         return info
 
     return finish_training(result, "generator", out_dir, save)
+
+
+def _check_repa_matches(checkpoint: Path | None, repa_weight: float) -> None:
+    """Refuse to resume a checkpoint with REPA on when it was written with REPA off, or the other way round."""
+    from safetensors import safe_open
+
+    from t2i.training.trainer import MODEL_FILE
+
+    if checkpoint is None or not (checkpoint / MODEL_FILE).is_file():
+        return
+    with safe_open(checkpoint / MODEL_FILE, "pt") as f:
+        had = any(repa.PROJECTOR in k for k in f.keys())
+    if had != (repa_weight > 0):
+        raise ValueError(f"{checkpoint} was written with REPA {'on' if had else 'off'}; resume it with "
+                         f"{'--repa-weight > 0 (as it was trained)' if had else '--repa-weight 0'}")
 
 
 def _attach_repa(unet, cfg: GeneratorTrainConfig, vae, source, image_size: int, latent_size: int, text,
