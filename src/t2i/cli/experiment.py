@@ -83,9 +83,9 @@ def _common(p) -> None:
 
 
 def _experiment(args):
-    import torch
-
     from dataclasses import replace
+
+    import torch
 
     from t2i.experiments.presets import EXPERIMENT_PRESETS
 

@@ -251,7 +251,10 @@ def run_one(run_dir: Path, shared: Shared, cfg: ExperimentConfig, generator: Gen
     if done.is_file():
         result = json.loads(done.read_text())
         if result.get("settings_key") != key:
-            raise ValueError(f"{run_dir} holds a finished run with other settings; use another --out")
+            hint = (" (it was trained without REPA: add --repa-weight 0 to read it back)"
+                    if "repa_weight" not in result.get("settings_key", {}).get("generator", {"repa_weight": 0})
+                    and generator.repa_weight else "")
+            raise ValueError(f"{run_dir} holds a finished run with other settings{hint}; use another --out")
         log.info("   done already: %s", run_dir)
         return {**result, **describe}
     twin = _finished_twin(shared.root.parent, key)
