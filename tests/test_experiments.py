@@ -192,3 +192,19 @@ def test_runs_without_repa_keep_the_settings_key_they_had_before_repa_existed():
     without = settings_key(cfg, replace(cfg.generator, repa_weight=0.0))
     assert "repa_weight" not in without["generator"] and "repa_target" not in without["generator"]
     assert {k: v for k, v in with_repa["generator"].items() if not k.startswith("repa_")} == without["generator"]
+
+
+def test_a_folder_holding_a_run_from_before_repa_says_how_to_read_it_back(tmp_path):
+    from dataclasses import replace
+
+    from t2i.experiments.presets import EXPERIMENT_PRESETS
+    from t2i.experiments.runner import RESULT_FILE, run_one, settings_key
+
+    cfg = EXPERIMENT_PRESETS["tiny"]()
+    plain = replace(cfg.generator, repa_weight=0.0)
+    (tmp_path / RESULT_FILE).write_text(json.dumps({"settings_key": settings_key(cfg, plain)}))
+    with pytest.raises(ValueError, match="trained without REPA: add --repa-weight 0 to read it back"):
+        run_one(tmp_path, None, cfg, cfg.generator, describe={})
+    assert run_one(tmp_path, None, cfg, plain, describe={"name": "x"})["name"] == "x"  # read back
+    with pytest.raises(ValueError, match=r"other settings; use another --out"):  # other changes: no REPA hint
+        run_one(tmp_path, None, cfg, replace(plain, eval_images=99), describe={})
