@@ -208,3 +208,5 @@ def test_a_folder_holding_a_run_from_before_repa_says_how_to_read_it_back(tmp_pa
     assert run_one(tmp_path, None, cfg, plain, describe={"name": "x"})["name"] == "x"  # read back
     with pytest.raises(ValueError, match=r"other settings; use another --out"):  # other changes: no REPA hint
         run_one(tmp_path, None, cfg, replace(plain, eval_images=99), describe={})
+    with pytest.raises(ValueError, match=r"other settings; use another --out"):  # REPA and more: no hint either
+        run_one(tmp_path, None, cfg, replace(cfg.generator, eval_images=99), describe={})

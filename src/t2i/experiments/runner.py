@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from t2i.autoencoder import AutoencoderTrainConfig
@@ -251,9 +251,9 @@ def run_one(run_dir: Path, shared: Shared, cfg: ExperimentConfig, generator: Gen
     if done.is_file():
         result = json.loads(done.read_text())
         if result.get("settings_key") != key:
+            without_repa = settings_key(cfg, replace(generator, repa_weight=0.0))
             hint = (" (it was trained without REPA: add --repa-weight 0 to read it back)"
-                    if "repa_weight" not in result.get("settings_key", {}).get("generator", {"repa_weight": 0})
-                    and generator.repa_weight else "")
+                    if generator.repa_weight and result.get("settings_key") == without_repa else "")
             raise ValueError(f"{run_dir} holds a finished run with other settings{hint}; use another --out")
         log.info("   done already: %s", run_dir)
         return {**result, **describe}
