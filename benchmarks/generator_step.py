@@ -9,6 +9,9 @@ ratios hold even when absolute times do not (run it alone for absolute times):
                    with native bfloat16: AMX or AVX512-BF16; t2i.pipeline.speed.native_bf16)
     repa           the default plus REPA's alignment term (`--repa-weight 0.5`): the middle block's output through
                    the projector, cosine against a target of the autoencoder's width (--repa-dim) on the same grid
+    transformer    the transformer backbone's `small` preset (PixArtTransformer2DModel over 2×2 latent patches)
+    transformer-mask-R  it with deferred patch masking (`--patch-mask-ratio R`, one mixer block): the blocks after
+                   the first see a share 1 − R of the patches; the loss covers those
 
 Times are CPU time (time.process_time): with one thread it is the step's compute, little moved by other processes.
 
@@ -21,11 +24,15 @@ import argparse
 import json
 import statistics
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
 
 from t2i.diffusion import repa
+from t2i.diffusion.loss import squared_error
+from t2i.diffusion.transformer import (TRANSFORMER_PRESETS, build_transformer, kept_patches, patch_loss_mask,
+                                       patch_masking)
 from t2i.diffusion.unet import GeneratorConfig, build_unet
 from t2i.pipeline.speed import native_bf16
 
@@ -55,6 +62,12 @@ def main() -> None:
                                       timestep=torch.zeros(1), encoder_hidden_states=torch.zeros(1, args.tokens,
                                                                                                  args.text_width))
     variants["repa"].add_module(repa.PROJECTOR, repa.make_projector(channels, args.repa_dim))
+    masks = {"transformer": 0.0, "transformer-mask-0.5": 0.5, "transformer-mask-0.75": 0.75}
+    for name in masks:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            variants[name] = build_transformer(TRANSFORMER_PRESETS["small"](), sample_size=args.latent_size,
+                                               latent_channels=4, cross_attention_dim=args.text_width)
     g = torch.Generator().manual_seed(0)
     b = args.batch_size
     x = torch.randn(b, 4, args.latent_size, args.latent_size, generator=g)
@@ -67,10 +80,16 @@ def main() -> None:
         for k, model in variants.items():
             start = time.process_time()
             for _ in range(3):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=k == "bf16"), \
-                        repa.capture(repa.aligned_layer(model)) as seen:
-                    out = model(x, t, encoder_hidden_states=text).sample
-                loss = out.float().pow(2).mean()
+                with ExitStack() as stack:
+                    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16, enabled=k == "bf16"))
+                    seen = stack.enter_context(repa.capture(repa.aligned_layer(model)))
+                    mask = None
+                    if masks.get(k):
+                        keep = kept_patches(model, b, masks[k], g)
+                        mask = patch_loss_mask(model, keep)
+                        stack.enter_context(patch_masking(model, keep, 1))
+                    out = model(x, timestep=t, encoder_hidden_states=text).sample
+                loss = squared_error(out, torch.zeros_like(x), mask).mean()
                 if k == "repa":
                     loss = loss + 0.5 * repa.alignment_loss(getattr(model, repa.PROJECTOR), seen["hidden"], target)
                 loss.backward()
@@ -83,9 +102,9 @@ def main() -> None:
              "parameters": sum(q.numel() for q in variants[k].parameters())} for k, v in times.items()]
     print(f"batch {b}, {args.latent_size}×{args.latent_size} latents, {args.tokens} tokens × {args.text_width}, "
           f"{args.threads} thread(s); median of {args.repeats} rounds; native bf16: {native_bf16()}")
-    print(f"{'variant':<16}{'ms/step':>9}{'ratio':>7}{'params':>11}")
+    print(f"{'variant':<22}{'ms/step':>9}{'ratio':>7}{'params':>11}")
     for row in rows:
-        print(f"{row['variant']:<16}{row['ms_per_step']:>9.1f}{row['ratio']:>7.2f}{row['parameters']:>11,}")
+        print(f"{row['variant']:<22}{row['ms_per_step']:>9.1f}{row['ratio']:>7.2f}{row['parameters']:>11,}")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=2) + "\n")
 

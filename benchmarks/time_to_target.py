@@ -13,10 +13,18 @@ one thread; evaluation time excluded). Candidates:
     flow-noisier  flow with logit-normal(0.5, 1) timesteps: more training at high noise, where colour is decided
     transformer the default recipe with the transformer backbone (`--backbone transformer --preset small`: PixArt-α's
                 PixArtTransformer2DModel, sized to cost about what the small U-Net costs per step)
+    transformer-mask-0.5  the transformer with deferred patch masking (MicroDiT; `--patch-mask-ratio 0.5`, one
+                mixer block): blocks 2–5 see half the patches, the loss covers those
+    transformer-mask-0.75  the same with three quarters of the patches dropped (MicroDiT's ratio)
     repa        the default plus REPA (`--repa-weight 0.5`): the U-Net's middle block aligned to the autoencoder
                 encoder's features of the clean image (now `t2i train generator`'s and `t2i demo`'s default)
     repa-0.25   repa with λ 0.25
     repa-1      repa with λ 1
+    transformer-repa  the transformer with REPA (λ 0.5; its block a third of the way up aligned)
+    flow-repa   flow with REPA (λ 0.5)
+    repa-1-batch-32  repa-1 at batch 32 (same lr; a step costs about half), up to twice the steps
+    repa-1-tiny repa-1 with the `tiny` U-Net (16, 32 channels), up to twice the steps
+    repa-1-lr-4e-3  repa-1 at twice the learning rate
     repa-clip   the same aligned to a CLIP's patch tokens (`--repa-target FOLDER`; give it with --repa-clip, e.g. a
                 `t2i train clip` on the demo's data)
 
@@ -44,10 +52,22 @@ CANDIDATES = {
     "flow+bf16": {"objective": "flow", "mixed_precision": "bf16"},
     "flow-noisier": {"objective": "flow", "mixed_precision": "no", "flow_logit_mean": 0.5},
     "transformer": {"objective": "diffusion", "mixed_precision": "no", "backbone": "transformer"},
+    "transformer-mask-0.5": {"objective": "diffusion", "mixed_precision": "no", "backbone": "transformer",
+                             "patch_mask_ratio": 0.5},
+    "transformer-mask-0.75": {"objective": "diffusion", "mixed_precision": "no", "backbone": "transformer",
+                              "patch_mask_ratio": 0.75},
     "repa": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 0.5},
     "repa-clip": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 0.5, "repa_target": "clip"},
     "repa-0.25": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 0.25},
     "repa-1": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 1.0},
+    "transformer-repa": {"objective": "diffusion", "mixed_precision": "no", "backbone": "transformer",
+                         "repa_weight": 0.5},
+    "flow-repa": {"objective": "flow", "mixed_precision": "no", "repa_weight": 0.5},
+    "repa-1-batch-32": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 1.0,
+                        "train": {"batch_size": 32}, "steps_factor": 2},
+    "repa-1-tiny": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 1.0, "unet": "tiny",
+                    "steps_factor": 2},
+    "repa-1-lr-4e-3": {"objective": "diffusion", "mixed_precision": "no", "repa_weight": 1.0, "train": {"lr": 4e-3}},
 }
 
 
@@ -63,6 +83,7 @@ def run_one(args, name: str, seed: int) -> dict:
     import t2i.latent.train as latent_train
     from t2i.demo import DemoConfig
     from t2i.diffusion.transformer import TRANSFORMER_PRESETS
+    from t2i.diffusion.unet import GENERATOR_PRESETS
     from t2i.evaluation import dominant_colour
 
     spec = CANDIDATES[name]
@@ -73,9 +94,13 @@ def run_one(args, name: str, seed: int) -> dict:
     architecture = ({f: getattr(transformer, f) for f in ("backbone", "patch_size", "transformer_layers",
                                                           "transformer_heads", "transformer_head_dim")}
                     if spec.get("backbone") == "transformer" else {})
+    if spec.get("unet"):
+        unet = GENERATOR_PRESETS[spec["unet"]]()
+        architecture = {"block_out_channels": unet.block_out_channels, "norm_num_groups": unet.norm_num_groups}
     model = replace(gen.model, **architecture, objective=spec["objective"],
                     min_snr_gamma=gen.model.min_snr_gamma if spec["objective"] == "diffusion" else 0.0,
-                    flow_logit_mean=spec.get("flow_logit_mean", 0.0))
+                    flow_logit_mean=spec.get("flow_logit_mean", 0.0),
+                    patch_mask_ratio=spec.get("patch_mask_ratio", 0.0))
     repa = {"repa_weight": 0.0}  # the recipe as measured before REPA was adopted, unless the candidate adds it
     if spec.get("repa_weight"):
         if spec.get("repa_target") == "clip" and args.repa_clip is None:
@@ -83,8 +108,9 @@ def run_one(args, name: str, seed: int) -> dict:
         repa = {"repa_weight": spec["repa_weight"],
                 "repa_target": str(args.repa_clip) if spec.get("repa_target") == "clip" else "autoencoder"}
     cfg = replace(gen, model=model, text=replace(gen.text, source=str(args.demo / "text_encoder")), **repa,
-                  train=replace(gen.train, steps=args.steps, seed=seed, mixed_precision=spec["mixed_precision"],
-                                sample_every=args.eval_every))
+                  train=replace(gen.train, **spec.get("train", {}), seed=seed, sample_every=args.eval_every,
+                                steps=round(args.steps * spec.get("steps_factor", 1)),
+                                mixed_precision=spec["mixed_precision"]))
     prompts = unseen_form_prompts()
     rows: list[dict] = []
     clock = {"start": None, "eval": 0.0}
@@ -120,7 +146,7 @@ def run_one(args, name: str, seed: int) -> dict:
                                      cfg, cache_dir=args.out / "cache", command="benchmarks/time_to_target.py")
     finally:
         latent_train.train = real_train
-    return {"candidate": name, "seed": seed, "spec": spec, "steps": args.steps, "rows": rows,
+    return {"candidate": name, "seed": seed, "spec": spec, "steps": cfg.train.steps, "rows": rows,
             "guidance": args.guidance, "sample_steps": args.sample_steps,
             "images": len(prompts) * args.images_per_prompt}
 

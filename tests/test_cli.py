@@ -141,6 +141,7 @@ def test_training_flag_defaults_match_the_component_configs():
         model.prediction_type, model.schedule.beta_schedule, model.caption_dropout, model.min_snr_gamma,
         model.pooled_text_heads)
     assert (args.repa_weight, args.repa_target) == (GeneratorTrainConfig().repa_weight, GeneratorTrainConfig().repa_target)
+    assert (args.patch_mask_ratio, args.patch_mixer_layers) == (model.patch_mask_ratio, model.patch_mixer_layers)
 
 
 @pytest.mark.slow

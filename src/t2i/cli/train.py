@@ -146,6 +146,12 @@ def register_generator(tsub) -> None:
                    help="diffusion: the VP schedule with --prediction (and Min-SNR); flow: rectified flow with "
                    "logit-normal timesteps (SD3), sampled with flow_euler / flow_heun (--prediction, --beta-schedule "
                    "and --min-snr-gamma do not apply)")
+    g.add_argument("--patch-mask-ratio", type=fraction, default=0.0,
+                   help="transformer only: drop this share of the latent patches after the first --patch-mixer-layers "
+                   "blocks while training (MicroDiT's deferred masking: cheaper steps; the loss covers the kept "
+                   "patches; sampling uses them all). 0: off")
+    g.add_argument("--patch-mixer-layers", type=non_negative_int, default=1,
+                   help="transformer blocks that see every patch before the masking")
     g.add_argument("--pooled-text-heads", type=int, default=0,
                    help="also add an attention-pooled summary of the prompt to the timestep embedding, with this many "
                    "heads (must divide the text width; 0: cross-attention only). diffusers' pipeline runs either")
@@ -180,6 +186,7 @@ def run_generator(args, command: str) -> None:
         raise ValueError(f"--preset {args.preset}: the {args.backbone} backbone has presets {', '.join(presets)}")
     model, text = text_conditioned_config(args, presets)
     model.pooled_text_heads = args.pooled_text_heads
+    model.patch_mask_ratio, model.patch_mixer_layers = args.patch_mask_ratio, args.patch_mixer_layers
     cfg = GeneratorTrainConfig(model=model, text=text, train=train_config(args, sample_every=args.sample_every),
                                cache_shard_rows=args.cache_shard_rows, eval_every=args.eval_every,
                                eval_images=args.eval_images, eval_clip=str(args.eval_clip) if args.eval_clip else None,

@@ -124,11 +124,19 @@ def make_projector(channels: int, target_dim: int, hidden: int = PROJECTOR_HIDDE
     return nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.SiLU(), nn.Conv2d(hidden, target_dim, 1))
 
 
-def alignment_loss(projector: nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def alignment_loss(projector: nn.Module, hidden: torch.Tensor, target: torch.Tensor,
+                   keep: torch.Tensor | None = None) -> torch.Tensor:
     """1 − mean over positions and batch of cos(projector(hidden), target): REPA maximises the cosine, and the 1
-    keeps the total loss positive. hidden (B, C, h, w) or (B, N, C), target (B, D, h, w)."""
-    projected = projector(as_grid(hidden).float())  # (B, D, h, w)
-    return 1 - F.cosine_similarity(projected, target.float(), dim=1).mean()
+    keeps the total loss positive. hidden (B, C, h, w) or (B, N, C), target (B, D, h, w). With `keep` (B, K), the
+    patch indices a masked transformer kept, hidden is those K tokens (B, K, C) and is compared with the target
+    at those positions."""
+    if keep is None:
+        projected = projector(as_grid(hidden).float())  # (B, D, h, w)
+        return 1 - F.cosine_similarity(projected, target.float(), dim=1).mean()
+    flat = target.flatten(2)  # (B, D, h·w)
+    kept = flat.gather(2, keep[:, None, :].expand(-1, flat.shape[1], -1))  # (B, D, K)
+    projected = projector(hidden.transpose(1, 2)[..., None].float())  # the 1×1 projector on (B, C, K, 1)
+    return 1 - F.cosine_similarity(projected[..., 0], kept.float(), dim=1).mean()
 
 
 @torch.no_grad()

@@ -45,6 +45,10 @@ class GeneratorConfig:
     transformer_layers: int = 5  # transformer blocks (self-attention, cross-attention to the text, MLP)
     transformer_heads: int = 4  # attention heads; the width is transformer_heads × transformer_head_dim
     transformer_head_dim: int = 32
+    patch_mask_ratio: float = 0.0  # transformer, training only: share of the patches dropped after the first
+    # patch_mixer_layers blocks (MicroDiT's deferred masking, Sehwag et al. 2024); the loss covers the kept ones.
+    # 0 = off. Sampling always runs every patch through every block
+    patch_mixer_layers: int = 1  # transformer: blocks that see every patch before the masking (the "patch-mixer")
 
     @property
     def downsampling_factor(self) -> int:
@@ -72,6 +76,15 @@ def check_objective(cfg: GeneratorConfig) -> None:
         raise ValueError(f"unknown objective {cfg.objective!r}; choose from {', '.join(OBJECTIVES)}")
     if cfg.objective == "flow" and cfg.min_snr_gamma > 0:
         raise ValueError(f"min_snr_gamma {cfg.min_snr_gamma} weighs a VP diffusion loss; the flow objective needs 0")
+    if not 0 <= cfg.patch_mask_ratio < 1:
+        raise ValueError(f"patch_mask_ratio {cfg.patch_mask_ratio} must be in [0, 1)")
+    if cfg.patch_mask_ratio > 0 and cfg.backbone != "transformer":
+        raise ValueError("patch masking drops transformer tokens; the U-Net backbone has none (use --backbone "
+                         "transformer, or a mask ratio of 0)")
+    if cfg.patch_mask_ratio > 0 and not 0 <= cfg.patch_mixer_layers < cfg.transformer_layers:
+        raise ValueError(f"patch_mixer_layers {cfg.patch_mixer_layers} must be in [0, {cfg.transformer_layers}) "
+                         f"(the transformer's {cfg.transformer_layers} blocks): at least one block sees the kept "
+                         "patches alone")
 
 
 def build_unet(cfg: GeneratorConfig, *, sample_size: int, latent_channels: int, cross_attention_dim: int

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from t2i.training.cache import SHARD_ROWS, latent_rows, sharded_cache
 from t2i.text.conditioning import caption_embeddings, prepare_text, save_trained, text_encoder_info, trainable
 from t2i.diffusion import repa
 from t2i.diffusion.loss import diffusion_loss, flow_loss
-from t2i.diffusion.transformer import build_transformer
+from t2i.diffusion.transformer import build_transformer, kept_patches, patch_loss_mask, patch_masking
 from t2i.diffusion.unet import GeneratorConfig, build_unet, check_objective
 from t2i.images import grid
 from t2i.latent.pipeline import LatentPipeline
@@ -72,23 +73,37 @@ def generator_loss(denoiser: Denoiser | FlowDenoiser, cfg: GeneratorConfig, scal
         x0 = (mean + std * sample_randn(mean.shape, generator, device=device)) * scaling_factor  # (B, c, h, w)
         drop = sample_rand((b,), generator, device=device) < cfg.caption_dropout  # (B,)
         unet, emb = caption_embeddings(model, batch, drop, text_table, uncond, generator)
+        network = _unwrapped(unet)
         # timestep by name: the U-Net takes it second, the transformer third
         predict = lambda x_t, t: unet(x_t, timestep=t, encoder_hidden_states=emb).sample  # noqa: E731
-        if repa_weight <= 0:
-            return denoising(denoiser, x0, predict, generator)
-        network = _unwrapped(unet)
-        with repa.capture(repa.aligned_layer(network)) as seen:
-            loss = denoising(denoiser, x0, predict, generator)
+        keep = mask = None
+        with ExitStack() as stack:
+            if cfg.patch_mask_ratio > 0:  # deferred patch masking: the blocks after the mixer see the kept patches
+                keep = kept_patches(network, b, cfg.patch_mask_ratio, generator, device=device)
+                mask = patch_loss_mask(network, keep)
+                stack.enter_context(patch_masking(network, keep, cfg.patch_mixer_layers))
+            if repa_weight <= 0:
+                return denoising(denoiser, x0, predict, generator, mask)
+            layer = repa.aligned_layer(network)
+            seen = stack.enter_context(repa.capture(layer))
+            loss = denoising(denoiser, x0, predict, generator, mask)
+        masked = keep is not None and _block_index(network, layer) >= cfg.patch_mixer_layers
         return loss + repa_weight * repa.alignment_loss(getattr(network, repa.PROJECTOR), seen["hidden"],
-                                                        batch["repa_target"].to(device))
+                                                        batch["repa_target"].to(device), keep if masked else None)
 
-    def denoising(denoiser, x0, predict, generator) -> torch.Tensor:
+    def denoising(denoiser, x0, predict, generator, mask) -> torch.Tensor:
         if isinstance(denoiser, FlowDenoiser):
             return flow_loss(denoiser, x0, predict, generator, logit_mean=cfg.flow_logit_mean,
-                             logit_std=cfg.flow_logit_std)
-        return diffusion_loss(denoiser, x0, predict, generator, min_snr_gamma=cfg.min_snr_gamma)
+                             logit_std=cfg.flow_logit_std, mask=mask)
+        return diffusion_loss(denoiser, x0, predict, generator, min_snr_gamma=cfg.min_snr_gamma, mask=mask)
 
     return loss_fn
+
+
+def _block_index(network: nn.Module, layer: nn.Module) -> int:
+    """Which transformer block `layer` is (-1 for a layer that is none, such as a U-Net's middle block)."""
+    blocks = list(getattr(network, "transformer_blocks", None) or [])
+    return next((i for i, block in enumerate(blocks) if block is layer), -1)
 
 
 def _unwrapped(module: nn.Module) -> nn.Module:
