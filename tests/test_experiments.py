@@ -194,6 +194,25 @@ def test_runs_without_repa_keep_the_settings_key_they_had_before_repa_existed():
     assert {k: v for k, v in with_repa["generator"].items() if not k.startswith("repa_")} == without["generator"]
 
 
+def test_runs_without_patch_masking_keep_the_model_fields_recorded_before_it_existed():
+    from dataclasses import replace
+
+    from t2i.experiments.presets import EXPERIMENT_PRESETS
+    from t2i.experiments.runner import settings_key
+
+    # The model fields of the keys of runs recorded before patch masking (read from such a run's result.json):
+    # a new GeneratorConfig field must stay out of the key while it is off, or every finished run would retrain.
+    recorded = {"attention_heads", "attention_levels", "backbone", "block_out_channels", "caption_dropout",
+                "flow_logit_mean", "flow_logit_std", "layers_per_block", "min_snr_gamma", "norm_num_groups",
+                "objective", "patch_size", "pooled_text_heads", "prediction_type", "schedule",
+                "transformer_head_dim", "transformer_heads", "transformer_layers"}
+    cfg = EXPERIMENT_PRESETS["corpus"]()
+    assert set(settings_key(cfg, cfg.generator)["generator"]["model"]) == recorded
+    masked = replace(cfg.generator, model=replace(cfg.generator.model, backbone="transformer", patch_mask_ratio=0.5))
+    model = settings_key(cfg, masked)["generator"]["model"]
+    assert set(model) == recorded | {"patch_mask_ratio", "patch_mixer_layers"} and model["patch_mask_ratio"] == 0.5
+
+
 def test_a_folder_holding_a_run_from_before_repa_says_how_to_read_it_back(tmp_path):
     from dataclasses import replace
 

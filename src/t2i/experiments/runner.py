@@ -305,6 +305,9 @@ def settings_key(cfg: ExperimentConfig, generator: GeneratorTrainConfig) -> dict
     if not generator.repa_weight:  # runs without REPA predate it
         key["generator"].pop("repa_weight")
         key["generator"].pop("repa_target")
+    if not generator.model.patch_mask_ratio:  # nor did patch masking
+        key["generator"]["model"].pop("patch_mask_ratio")
+        key["generator"]["model"].pop("patch_mixer_layers")
     return json.loads(json.dumps(key, default=str))
 
 
