@@ -22,7 +22,7 @@ one thread; evaluation time excluded). Candidates:
     repa-1      repa with λ 1
     transformer-repa  the transformer with REPA (λ 0.5; its block a third of the way up aligned)
     flow-repa   flow with REPA (λ 0.5)
-    repa-1-batch-32  repa-1 at batch 32 (same lr; a step costs about half), up to twice the steps
+    repa-1-batch-32  repa-1 at batch 32 (same lr; a step cost 0.64× a batch-64 one here), up to twice the steps
     repa-1-tiny repa-1 with the `tiny` U-Net (16, 32 channels), up to twice the steps
     repa-1-lr-4e-3  repa-1 at twice the learning rate
     repa-clip   the same aligned to a CLIP's patch tokens (`--repa-target FOLDER`; give it with --repa-clip, e.g. a
