@@ -2,17 +2,20 @@
 # The 64-px model that ships with t2i (src/t2i/models/emoji64/), trained with t2i's own commands on the
 # multi-style emoji corpus, and the measurement that chose its variant:
 #
-#   corpus at 64 px ─┬─ lane "latent":  autoencoder (the decoder, + its preview decoder) → generator → compose
-#                    └─ lane "cascade": in-domain CLIP (the judge) → base (16 px) → upsampler (16→64) → compose
-#   then both pipelines (and, with OLD_MODEL, the 32-px model it replaces) are judged on the same prompts by
+#   corpus at 64 px ─┬─ lane "base":    base (16 px, text-conditioned) ─────────────────────┬─ compose "cascade"
+#                    ├─ lane "clip":    in-domain CLIP (the judge) → upsampler (16→64 px) ──┘
+#                    └─ lane "latent":  autoencoder (the decoder, + its preview decoder) → generator → compose
+#                                       (only with VARIANTS="latent cascade": the candidate not shipped)
+#   then the pipelines (and, with OLD_MODEL, the 32-px model it replaces) are judged on the same prompts by
 #   the same CLIP (t2i compare); the one with the lower held-out FID is copied to OUT/pipeline; a grid of 8 seen
 #   and 8 held-out prompts beside the real emoji (recipes/emoji64_grid.py).
 #
-#   bash recipes/emoji64.sh [OUT]            # default OUT = outputs/emoji64; rerun the same line to resume
-#   VARIANTS=latent bash recipes/emoji64.sh  # one variant only (no choice to make: about half the time)
+#   bash recipes/emoji64.sh [OUT]                            # the shipped cascade; rerun the same line to resume
+#   VARIANTS="latent cascade" bash recipes/emoji64.sh OUT    # also the latent candidate, and the choice (3 lanes)
 #
-# The two lanes run side by side, one thread each: on a 2-core machine that is both cores, without the
-# stalls of two multi-threaded processes. The text encoder is the pretrained MiniLM (nothing to train).
+# The lanes run side by side, one thread each: on a 2-core machine two lanes are both cores, without the
+# stalls of two multi-threaded processes (with the latent lane, three share the two cores: about 3 h).
+# The text encoder is the pretrained MiniLM (nothing to train).
 # Every stage that finished is skipped on a rerun; an interrupted training stage continues from its last
 # checkpoint (--resume). Every minute the recipe prints each lane's stage, its step and an estimate
 # of the time left (from the stage budgets below, measured on an Intel Xeon, 2 cores). Each stage's wall,
@@ -28,15 +31,15 @@ T2I=${T2I:-t2i}
 PYTHON=${PYTHON:-python3}
 SIZE=${SIZE:-64}
 LOW=${LOW:-16}                        # the cascade base's side in pixels
-VARIANTS=${VARIANTS:-"latent cascade"}
+VARIANTS=${VARIANTS:-cascade}       # add "latent" to train and judge the latent candidate too
 AE_PRESET=${AE_PRESET:-medium}        # AutoencoderKL (32, 64, 64): f = 4, 16×16×4 latents at 64 px
 AE_STEPS=${AE_STEPS:-800}             # × 32 images; 2.7 s of one core per step
 GEN_PRESET=${GEN_PRESET:-medium}      # UNet2DConditionModel (64, 128), cross-attention at 8×8
 GEN_STEPS=${GEN_STEPS:-1600}          # × 64 latents
 BASE_PRESET=${BASE_PRESET:-medium}    # the same U-Net on 16×16 pixels
-BASE_STEPS=${BASE_STEPS:-1200}
+BASE_STEPS=${BASE_STEPS:-3000}        # × 64 images; 1.5 s of one core per step
 UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image)
-UP_STEPS=${UP_STEPS:-500}
+UP_STEPS=${UP_STEPS:-1500}            # × 32 images; 2.7 s of one core per step
 CLIP_PRESET=${CLIP_PRESET:-small}
 CLIP_STEPS=${CLIP_STEPS:-2000}      # × 128 pairs; 0.4 s per step
 GUIDANCE=${GUIDANCE:-3}
@@ -68,10 +71,11 @@ stage() {  # stage NAME COMMAND...: run, timing wall and CPU seconds of it and i
 done_file() { [ -f "$1" ]; }
 
 # -- the stages' budgets in minutes of one core (measured step costs × steps), for the time-left estimate --
-declare -A BUDGET=([autoencoder]=36 [generator]=48 [compose-latent]=1 [clip]=13 [base]=34
-                   [upsampler]=34 [compose-cascade]=1 [judge]=20)
+declare -A BUDGET=([autoencoder]=36 [generator]=48 [compose-latent]=1 [clip]=13 [base]=78
+                   [upsampler]=68 [judge]=20)
 LANE_latent="autoencoder generator compose-latent"
-LANE_cascade="clip base upsampler compose-cascade"
+LANE_base="base"
+LANE_clip="clip upsampler"
 
 declare -A STEPS=([autoencoder]=$AE_STEPS [generator]=$GEN_STEPS [clip]=$CLIP_STEPS [base]=$BASE_STEPS
                   [upsampler]=$UP_STEPS)
@@ -129,29 +133,33 @@ lane_latent() {
         --reference-text-encoder --guidance "$GUIDANCE"
 }
 
-lane_cascade() {
-    if ! done_file "$OUT/clip/t2i_component.json"; then
-        stage clip $T2I train clip --data "$OUT/data" --split train --out "$OUT/clip" --preset "$CLIP_PRESET" \
-            --size "$SIZE" --steps "$CLIP_STEPS" --checkpoint-every 100 --resume
-    fi
-    case " $VARIANTS " in *" cascade "*) ;; *) return 0 ;; esac
+has_cascade() { case " $VARIANTS " in *" cascade "*) return 0 ;; *) return 1 ;; esac; }
+
+lane_base() {
     if ! done_file "$OUT/base/t2i_component.json"; then
         stage base $T2I train base --data "$OUT/data" --split train --out "$OUT/base" --size "$LOW" \
             --text-encoder minilm --max-length 24 --preset "$BASE_PRESET" --steps "$BASE_STEPS" --batch-size 64 \
             --lr 2e-3 --ema 0.999 --checkpoint-every 100 --resume
     fi
+}
+
+lane_clip() {
+    if ! done_file "$OUT/clip/t2i_component.json"; then
+        stage clip $T2I train clip --data "$OUT/data" --split train --out "$OUT/clip" --preset "$CLIP_PRESET" \
+            --size "$SIZE" --steps "$CLIP_STEPS" --checkpoint-every 100 --resume
+    fi
+    has_cascade || return 0
     if ! done_file "$OUT/upsampler/t2i_component.json"; then
         stage upsampler $T2I train upsampler --data "$OUT/data" --split train --out "$OUT/upsampler" \
             --low-size "$LOW" --size "$SIZE" --preset "$UP_PRESET" --steps "$UP_STEPS" --batch-size 32 \
             --lr 2e-3 --ema 0.999 --checkpoint-every 100 --resume
     fi
-    stage compose-cascade $T2I compose --base "$OUT/base" --upsampler "$OUT/upsampler" --out "$OUT/cascade" \
-        --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE" --upsampler-steps "$UP_SAMPLE_STEPS"
 }
 
-# -- the two lanes, side by side; a failed lane fails the recipe (the other runs to its end) ---------------
-lanes=(cascade)
-case " $VARIANTS " in *" latent "*) lanes=(latent cascade) ;; esac
+# -- the lanes, side by side; a failed lane fails the recipe (the others run to their end) -----------------
+lanes=(clip)
+has_cascade && lanes=(base clip)
+case " $VARIANTS " in *" latent "*) lanes=(latent "${lanes[@]}") ;; esac
 pids=()
 for lane in "${lanes[@]}"; do
     echo "== lane $lane: output in $OUT/logs/$lane.log"
@@ -168,7 +176,11 @@ for i in "${!pids[@]}"; do
     fi
 done
 [ "$failed" = 0 ] || exit 1
-echo "lanes done: $(for l in "${lanes[@]}"; do printf '%s ' "$OUT/$l"; done)"
+if has_cascade; then  # the base (lane "base") and the upsampler (lane "clip") into one pipeline
+    stage compose-cascade $T2I compose --base "$OUT/base" --upsampler "$OUT/upsampler" --out "$OUT/cascade" \
+        --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE" --upsampler-steps "$UP_SAMPLE_STEPS"
+fi
+echo "lanes done: $(for v in $VARIANTS; do printf '%s ' "$OUT/$v"; done)"
 
 # -- judging: every pipeline (and the model this one replaces) on the same prompts, by the same CLIP --------
 # Both cores now: the lanes are done.

@@ -1,5 +1,6 @@
-"""recipes/emoji64.sh end to end at a tiny size: both lanes, the judging, the choice, the grid, and a rerun that
-skips what finished (the shipped model's recipe, run for real on a small corpus from the fetched packages)."""
+"""recipes/emoji64.sh end to end at a tiny size with both variants: its three lanes, the judging, the choice,
+the grid, and a rerun that skips what finished (the shipped model's recipe, run for real on a small corpus from
+the fetched packages)."""
 
 import json
 import os
@@ -16,7 +17,7 @@ RECIPE = Path(__file__).parents[1] / "recipes" / "emoji64.sh"
 TINY = {"DATA_ARGS": "--limit 20 --offline", "AE_PRESET": "tiny", "AE_STEPS": "4", "GEN_PRESET": "tiny",
         "GEN_STEPS": "4", "BASE_PRESET": "tiny", "BASE_STEPS": "4", "UP_PRESET": "tiny", "UP_STEPS": "4",
         "CLIP_PRESET": "tiny", "CLIP_STEPS": "4", "EVAL_N": "16", "SEEN_N": "8", "PROGRESS_EVERY": "1",
-        "JUDGE_THREADS": "1"}
+        "JUDGE_THREADS": "1", "VARIANTS": "latent cascade"}
 
 
 def _run(out: Path) -> subprocess.CompletedProcess:
@@ -47,6 +48,6 @@ def test_the_recipe_trains_judges_chooses_and_resumes(tmp_path):
     # A rerun trains nothing again: every finished stage is skipped, the result stays.
     second = _run(out)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    logs = (out / "logs" / "latent.log").read_text() + (out / "logs" / "cascade.log").read_text()
+    logs = "".join((out / "logs" / f"{lane}.log").read_text() for lane in ("latent", "base", "clip"))
     assert logs.count("== autoencoder:") == 1 and logs.count("== base:") == 1 and logs.count("== clip:") == 1
     assert "== judge" not in second.stdout and json.loads((out / "compare" / "compare.json").read_text()) == result
