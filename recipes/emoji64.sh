@@ -31,7 +31,7 @@ T2I=${T2I:-t2i}
 PYTHON=${PYTHON:-python3}
 SIZE=${SIZE:-64}
 LOW=${LOW:-16}                        # the cascade base's side in pixels
-VARIANTS=${VARIANTS:-cascade}       # add "latent" to train and judge the latent candidate too
+VARIANTS=${VARIANTS:-cascade}         # add "latent" to train and judge the latent candidate too
 AE_PRESET=${AE_PRESET:-medium}        # AutoencoderKL (32, 64, 64): f = 4, 16×16×4 latents at 64 px
 AE_STEPS=${AE_STEPS:-800}             # × 32 images; 2.7 s of one core per step
 GEN_PRESET=${GEN_PRESET:-medium}      # UNet2DConditionModel (64, 128), cross-attention at 8×8
@@ -39,7 +39,7 @@ GEN_STEPS=${GEN_STEPS:-1600}          # × 64 latents
 BASE_PRESET=${BASE_PRESET:-medium}    # the same U-Net on 16×16 pixels
 BASE_STEPS=${BASE_STEPS:-3000}        # × 64 images; 1.5 s of one core per step
 UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image)
-UP_STEPS=${UP_STEPS:-1500}            # × 32 images; 2.7 s of one core per step
+UP_STEPS=${UP_STEPS:-1500}            # × 32 images; 2.8 s of one core per step
 CLIP_PRESET=${CLIP_PRESET:-small}
 CLIP_STEPS=${CLIP_STEPS:-2000}      # × 128 pairs; 0.4 s per step
 GUIDANCE=${GUIDANCE:-3}
@@ -71,8 +71,8 @@ stage() {  # stage NAME COMMAND...: run, timing wall and CPU seconds of it and i
 done_file() { [ -f "$1" ]; }
 
 # -- the stages' budgets in minutes of one core (measured step costs × steps), for the time-left estimate --
-declare -A BUDGET=([autoencoder]=36 [generator]=48 [compose-latent]=1 [clip]=13 [base]=78
-                   [upsampler]=68 [judge]=20)
+declare -A BUDGET=([autoencoder]=36 [generator]=48 [compose-latent]=1 [clip]=13 [base]=76
+                   [upsampler]=70 [judge]=20)
 LANE_latent="autoencoder generator compose-latent"
 LANE_base="base"
 LANE_clip="clip upsampler"
@@ -133,7 +133,7 @@ lane_latent() {
         --reference-text-encoder --guidance "$GUIDANCE"
 }
 
-has_cascade() { case " $VARIANTS " in *" cascade "*) return 0 ;; *) return 1 ;; esac; }
+has_variant() { case " $VARIANTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 lane_base() {
     if ! done_file "$OUT/base/t2i_component.json"; then
@@ -148,7 +148,7 @@ lane_clip() {
         stage clip $T2I train clip --data "$OUT/data" --split train --out "$OUT/clip" --preset "$CLIP_PRESET" \
             --size "$SIZE" --steps "$CLIP_STEPS" --checkpoint-every 100 --resume
     fi
-    has_cascade || return 0
+    has_variant cascade || return 0
     if ! done_file "$OUT/upsampler/t2i_component.json"; then
         stage upsampler $T2I train upsampler --data "$OUT/data" --split train --out "$OUT/upsampler" \
             --low-size "$LOW" --size "$SIZE" --preset "$UP_PRESET" --steps "$UP_STEPS" --batch-size 32 \
@@ -158,8 +158,8 @@ lane_clip() {
 
 # -- the lanes, side by side; a failed lane fails the recipe (the others run to their end) -----------------
 lanes=(clip)
-has_cascade && lanes=(base clip)
-case " $VARIANTS " in *" latent "*) lanes=(latent "${lanes[@]}") ;; esac
+has_variant cascade && lanes=(base clip)
+has_variant latent && lanes=(latent "${lanes[@]}")
 pids=()
 for lane in "${lanes[@]}"; do
     echo "== lane $lane: output in $OUT/logs/$lane.log"
@@ -176,7 +176,7 @@ for i in "${!pids[@]}"; do
     fi
 done
 [ "$failed" = 0 ] || exit 1
-if has_cascade; then  # the base (lane "base") and the upsampler (lane "clip") into one pipeline
+if has_variant cascade; then  # the base (lane "base") and the upsampler (lane "clip") into one pipeline
     stage compose-cascade $T2I compose --base "$OUT/base" --upsampler "$OUT/upsampler" --out "$OUT/cascade" \
         --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE" --upsampler-steps "$UP_SAMPLE_STEPS"
 fi
