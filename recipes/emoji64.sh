@@ -21,9 +21,10 @@
 # of the time left (from the stage budgets below, measured on an Intel Xeon, 2 cores). Each stage's wall,
 # user and system seconds go to OUT/times.tsv; each lane's full output to OUT/logs/LANE.log.
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
-# Environment overrides (smoke tests only; the shipped model used the defaults): T2I, PYTHON, SIZE, LOW,
-# AE_STEPS, GEN_STEPS, BASE_STEPS, UP_STEPS, CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET,
-# CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, UP_SAMPLE_STEPS, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
+# Environment overrides (smoke tests and the experiments in BENCHMARKS.md; the shipped model used the defaults):
+# T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, UP_STEPS, CLIP_STEPS,
+# AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, UP_SAMPLE_STEPS, OLD_MODEL,
+# DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
 set -euo pipefail
 
 OUT=${1:-outputs/emoji64}
@@ -38,6 +39,8 @@ GEN_PRESET=${GEN_PRESET:-medium}      # UNet2DConditionModel (64, 128), cross-at
 GEN_STEPS=${GEN_STEPS:-1600}          # × 64 latents
 BASE_PRESET=${BASE_PRESET:-medium}    # the same U-Net on 16×16 pixels
 BASE_STEPS=${BASE_STEPS:-3000}        # × 64 images; 1.5 s of one core per step
+BASE_LR=${BASE_LR:-2e-3}              # 1e-3 for the wider "base" preset (BENCHMARKS.md)
+BASE_PRECISION=${BASE_PRECISION:-no}  # "auto": bf16 where native, 0.95 s per step (tried, not shipped: BENCHMARKS.md)
 UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image)
 UP_STEPS=${UP_STEPS:-1500}            # × 32 images; 2.8 s of one core per step
 CLIP_PRESET=${CLIP_PRESET:-small}
@@ -139,7 +142,7 @@ lane_base() {
     if ! done_file "$OUT/base/t2i_component.json"; then
         stage base $T2I train base --data "$OUT/data" --split train --out "$OUT/base" --size "$LOW" \
             --text-encoder minilm --max-length 24 --preset "$BASE_PRESET" --steps "$BASE_STEPS" --batch-size 64 \
-            --lr 2e-3 --ema 0.999 --checkpoint-every 100 --resume
+            --lr "$BASE_LR" --mixed-precision "$BASE_PRECISION" --ema 0.999 --checkpoint-every 100 --resume
     fi
 }
 

@@ -144,6 +144,26 @@ def test_training_flag_defaults_match_the_component_configs():
     assert (args.patch_mask_ratio, args.patch_mixer_layers) == (model.patch_mask_ratio, model.patch_mixer_layers)
 
 
+
+@pytest.mark.parametrize("cuda, cuda_bf16, cpu_bf16, expected", [
+    (False, False, True, "bf16"), (False, False, False, "no"), (True, True, False, "bf16"), (True, False, True, "no")])
+def test_mixed_precision_auto_follows_the_hardware(monkeypatch, cuda, cuda_bf16, cpu_bf16, expected):
+    """--mixed-precision auto trains in bf16 only where the device computes it natively; the config records the
+    choice made, not "auto"."""
+    import torch
+
+    import t2i.pipeline.speed
+    from t2i.cli import parser
+    from t2i.cli.common import train_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    monkeypatch.setattr(t2i.pipeline.speed, "native_bf16", lambda: cpu_bf16)
+    args = parser().parse_args(["train", "base", "--data", "d", "--out", "o", "--mixed-precision", "auto"])
+    assert train_config(args).mixed_precision == expected
+    args = parser().parse_args(["train", "base", "--data", "d", "--out", "o", "--mixed-precision", "no"])
+    assert train_config(args).mixed_precision == "no"
+
 @pytest.mark.slow
 def test_train_text_encoder_writes_minilm_cut_and_never_overwrites_other_files(tmp_path):
     out = tmp_path / "minilm-2l"

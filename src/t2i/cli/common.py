@@ -55,8 +55,10 @@ def add_train_flags(p: argparse.ArgumentParser, *, steps: int, batch_size: int, 
                    help="split each step's batch into this many forward/backward passes (same result, less memory)")
     p.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW, warmup then cosine)")
     p.add_argument("--ema", type=fraction, default=ema, help="EMA decay of the weights (0: off)")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
-                   help="autocast via accelerate; fp16 adds loss scaling")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16", "auto"], default="no",
+                   help="autocast via accelerate; fp16 adds loss scaling (GPU only); auto: bf16 where the hardware "
+                   "computes it natively (a CUDA GPU that supports it, a CPU with AVX512-BF16 or AMX), else no. "
+                   "Whether it pays depends on the network: measure (docs/training.md)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--checkpoint-every", type=non_negative_int, default=250,
                    help="steps between checkpoints in OUT/checkpoints (also one at the end, and one on SIGTERM/"
@@ -92,9 +94,24 @@ def train_config(args, **extra):
 
     warmup = min(100, max(1, args.steps // 10))
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=warmup,
-                       ema_decay=args.ema, mixed_precision=args.mixed_precision, seed=args.seed,
+                       ema_decay=args.ema, mixed_precision=resolve_precision(args.mixed_precision), seed=args.seed,
                        grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every,
                        keep_checkpoints=args.keep_checkpoints, stop_at=args.stop_at, **extra)
+
+
+def resolve_precision(choice: str) -> str:
+    """--mixed-precision as the trainer takes it: "auto" becomes "bf16" on a CUDA GPU that supports bfloat16 or
+    on a CPU with native bfloat16 (t2i.pipeline.speed.native_bf16; elsewhere bf16 is emulated and was measured
+    7x slower), else "no". The component's config records what it resolved to."""
+    if choice != "auto":
+        return choice
+    import torch
+
+    from t2i.pipeline.speed import native_bf16
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if native_bf16() else "no"
 
 
 def report_stop(info: dict, command: str) -> bool:
