@@ -99,7 +99,8 @@ def test_compare_judges_a_smaller_model_enlarged_beside_the_real_ceilings(pipeli
                  "--steps", "30", "--batch-size", "16"]) == 0
     out = tmp_path / "compare"
     assert main(["compare", str(pipeline_dir), "--data", str(data), "--clip", str(clip), "--out", str(out),
-                 "--n", "16", "--n-seen", "12", "--steps", "4", "--cache-dir", str(tmp_path / "cache")]) == 0
+                 "--n", "16", "--n-seen", "12", "--steps", "4", "--style-epochs", "30",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
     result = json.loads((out / "compare.json").read_text())
     assert result["corpus_images"] == 64 and result["held_out_images"] == 16 and result["concepts"] == 4
     assert result["styles"] == ["cool", "warm"]
@@ -113,17 +114,25 @@ def test_compare_judges_a_smaller_model_enlarged_beside_the_real_ceilings(pipeli
     assert "fid" not in model["seen"]
     # Four concepts: every real image finds its concept among the top 4 of 4, and the top 5 is all of them.
     assert result["real"]["seen"]["top5"] == 1.0
-    # Colour is the style here, and even a CLIP trained for 30 steps sees colour: the classifier reads the real
-    # held-out images' style far above chance (0.5; 0.81 measured).
-    assert result["real"]["held_out"]["style_accuracy"] >= 0.7
+    # Colour is the style here: the pixel judge, trained on the 48 training images, reads the style of the held-out
+    # concept's 16 real images (a shape it never saw) far above chance (0.5).
+    judge = result["style_judge"]
+    assert judge["kind"] == "pixels" and judge["config"]["epochs"] == 30
+    assert judge["held_out_real_accuracy"] >= 0.9 and set(judge["held_out_real_accuracy_per_set"]) == {"cool", "warm"}
+    assert result["real"]["held_out"]["style_accuracy"] >= 0.9
+    assert (tmp_path / "cache" / "style").is_dir()  # trained once, kept for the next comparison of this corpus
     table = (out / "compare.md").read_text()
+    assert f"names the set of {judge['held_out_real_accuracy']:.1%} of the held-out concepts' real images" in table
     assert f"| {pipeline_dir.name} (" in table and f"{small} → 64" in table and "real images (ceiling)" in table
     assert result["speed"]["bf16"] is None and model["bf16"] is False and ", bf16)" not in table
-    # The speed flags apply to every model and are recorded: the same judging with the U-Net in bfloat16.
+    # The speed flags apply to every model and are recorded: the same judging with the U-Net in bfloat16 (and the
+    # earlier style judge, a linear classifier on the CLIP's features: even a CLIP trained 30 steps sees colour).
     assert main(["compare", str(pipeline_dir), "--data", str(data), "--clip", str(clip), "--out", str(out / "bf16"),
-                 "--n", "4", "--n-seen", "4", "--steps", "2", "--bf16", "--cache-dir", str(tmp_path / "cache")]) == 0
+                 "--n", "4", "--n-seen", "4", "--steps", "2", "--bf16", "--style-judge", "clip",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
     again = json.loads((out / "bf16" / "compare.json").read_text())
     assert again["speed"]["bf16"] is True and again["models"][str(pipeline_dir)]["bf16"] is True
+    assert again["style_judge"]["kind"] == "clip" and again["style_judge"]["held_out_real_accuracy"] >= 0.7
     assert ", bf16) |" in (out / "bf16" / "compare.md").read_text()
 
 

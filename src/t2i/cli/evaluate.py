@@ -67,8 +67,8 @@ def register_compare(sub) -> None:
         "evaluator (a CLIPModel folder, e.g. from t2i train clip on the corpus's training split). Held-out concepts "
         "(the 'held_out' split): FID and KID against every held-out real image, CLIP score, and recognition — the "
         "prompted concept among the k concepts whose nearest corpus image is nearest the generated one (top-1, "
-        "top-5). Seen concepts (the training split): recognition and style (a linear classifier on the evaluator's "
-        "features of the training images names the set). The real images go through the same measures: the "
+        "top-5). Seen concepts (the training split): recognition and style (a small network trained on the training "
+        "images' pixels names the set; its accuracy on the held-out real images is reported). The real images go through the same measures: the "
         "ceilings. A model smaller than the data's images is enlarged (bicubic) first. Needs metadata with a "
         "concept, a style and a split per image, as t2i data emoji-sets writes. Writes compare.json and compare.md.",
         epilog="example:\n  t2i compare runs/latent runs/cascade --data data/emoji64 --clip runs/clip "
@@ -83,8 +83,13 @@ def register_compare(sub) -> None:
     c.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: each model's own)")
     c.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i")
     c.add_argument("--batch-size", type=positive_int, default=64, help="prompts per pipeline call")
+    c.add_argument("--style-judge", choices=("pixels", "clip"), default="pixels",
+                   help="what names an image's set: a small convolutional network trained on the training split's "
+                   "real pixels (cached), or a linear classifier on the evaluator's features (the judge of "
+                   "comparisons before it; it names styles less often right)")
+    c.add_argument("--style-epochs", type=positive_int, default=8, help="epochs of the pixels judge")
     c.add_argument("--cache-dir", type=Path, default=None,
-                   help="cached real-image features (default: $XDG_CACHE_HOME/t2i or ~/.cache/t2i)")
+                   help="cached real-image features and style judges (default: $XDG_CACHE_HOME/t2i or ~/.cache/t2i)")
     add_speed_flags(c)
     c.set_defaults(run=run_compare)
 
@@ -96,7 +101,8 @@ def run_compare(args, command: str) -> None:
     if missing:
         raise FileNotFoundError(f"not a pipeline folder (no t2i.json or model_index.json): {', '.join(missing)}")
     cfg = CompareConfig(n_held_out=args.n, n_seen=args.n_seen, seed=args.seed, batch_size=args.batch_size,
-                        guidance=args.guidance, steps=args.steps)
+                        guidance=args.guidance, steps=args.steps, style_judge=args.style_judge,
+                        style_epochs=args.style_epochs)
     result = compare_pipelines(args.models, args.data, args.clip, args.out, cfg,
                                cache_dir=args.cache_dir or default_cache_dir(), command=command,
                                speed=speed_config(args))

@@ -10,9 +10,11 @@ style), a style (`set`) and a split (concept families held out of training). Per
 
 *Recognised* means: among all the corpus's images, in the evaluator's image features, the prompted concept is
 one of the k concepts whose nearest image is nearest to the generated image (top-1, top-5). *Style* is read by
-a linear classifier trained on the evaluator's features of the training split's real images (labels: the set);
-its accuracy on the held-out real images is reported beside it as the ceiling. Real images go through the same
-measures (recognition leaves the image itself out), so every figure has its ceiling beside it.
+a judge trained on the training split's real images (labels: the set): by default a small convolutional network
+on their pixels (t2i.evaluation.style), or (`style_judge="clip"`, the judge of earlier comparisons) a linear
+classifier on the evaluator's features. How often it names the set of the held-out concepts' real images, which
+it never saw, is reported as the judge's own accuracy. Real images go through the same measures (recognition
+leaves the image itself out), so every figure has its ceiling beside it.
 
 A pipeline smaller than the data's images (the 32-px model beside a 64-px one) is enlarged with a bicubic
 filter before it is measured, and the result says so.
@@ -29,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 
 from t2i.data import Record, dataset_fingerprint, scan_folder
 from t2i.data.layout import TRAIN
@@ -36,6 +39,7 @@ from t2i.evaluation.clip import ClipExtractor
 from t2i.evaluation.evaluate import generate
 from t2i.evaluation.metrics import clip_score, frechet_distance, kernel_distance
 from t2i.evaluation.reference import data_image_size, evaluation_subset, reference_features
+from t2i.evaluation.style import PixelStyleClassifier, StyleNetConfig, as_pixels, trained_style_classifier
 from t2i.files import atomic_folder
 from t2i.images import load_image
 
@@ -54,7 +58,9 @@ class CompareConfig:
     steps: int | None = None  # None: each pipeline's own default
     concept_field: str = "codepoints"  # the metadata field naming an image's concept
     style_field: str = "set"  # the metadata field naming an image's style
-    classifier_steps: int = 500  # full-batch optimiser steps of the style classifier
+    style_judge: str = "pixels"  # "pixels": a network on the images; "clip": a linear probe on the evaluator's features
+    style_epochs: int = 8  # epochs of the pixel judge over the training split's real images
+    classifier_steps: int = 500  # full-batch optimiser steps of the "clip" judge
 
 
 # -- recognition and style: plain functions on feature matrices -------------------------------------------
@@ -91,6 +97,8 @@ def top_k_rate(ranked: list[list[str]], wanted: list[str], k: int) -> float:
 
 class StyleClassifier:
     """Multinomial logistic regression on L2-normalised features: which set drew an image."""
+
+    reads = "features"  # what predict() takes (t2i.evaluation.style.PixelStyleClassifier reads "pixels")
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, labels: list[str]):
         self.weight, self.bias, self.labels = weight, bias, labels
@@ -149,14 +157,14 @@ def enlarge(images: list[Image.Image], size: int) -> list[Image.Image]:
 
 
 def measure(images: list[Image.Image], prompts: list[str], rows: list[Record], *, clip: ClipExtractor,
-            bank: torch.Tensor, bank_rows: list[Record], classifier: StyleClassifier, cfg: CompareConfig,
+            bank: torch.Tensor, bank_rows: list[Record], classifier: StyleClassifier | PixelStyleClassifier, cfg: CompareConfig,
             real_held_out: torch.Tensor | None = None, exclude: list[int | None] | None = None) -> dict:
     """Recognition, style and (against `real_held_out`) FID, KID and CLIP score of images drawn for `rows`."""
     features = clip(images)
     concepts = [_field(r, cfg.concept_field) for r in rows]
     styles = [_field(r, cfg.style_field) for r in rows]
     ranked = concept_ranks(features, bank, [_field(r, cfg.concept_field) for r in bank_rows], exclude=exclude)
-    predicted = classifier.predict(features)
+    predicted = classifier.predict(features if classifier.reads == "features" else images)
     top5 = [c in r[:5] for r, c in zip(ranked, concepts)]
     out = {
         "n": len(images),
@@ -201,9 +209,8 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
     where = {str(r.path): i for i, r in enumerate(bank_rows)}
     held_mask = torch.tensor([r.extra.get("split") == HELD_OUT for r in bank_rows])
     train_mask = torch.tensor([r.extra.get("split", TRAIN) == TRAIN for r in bank_rows])
-    classifier = StyleClassifier.fit(bank[train_mask], [_field(r, cfg.style_field) for r, m in
-                                                        zip(bank_rows, train_mask) if m], steps=cfg.classifier_steps,
-                                     seed=cfg.seed)
+    classifier, judge = style_judge(data_dir, records, bank, bank_rows, held_mask, train_mask, size, fingerprint, cfg,
+                                    cache_dir)
     real_held_out = bank[held_mask]
     held_rows = evaluation_subset(held, cfg.n_held_out, seed=cfg.seed)
     seen_rows = evaluation_subset(seen, cfg.n_seen, seed=cfg.seed)
@@ -219,7 +226,7 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
         "config": asdict(cfg), "speed": asdict(speed) if speed is not None else None, "command": command,
         "corpus_images": len(records),
         "held_out_images": len(held), "concepts": len(set(_field(r, cfg.concept_field) for r in records)),
-        "styles": classifier.labels,
+        "styles": classifier.labels, "style_judge": judge,
         "real": {"held_out": real(held_rows), "seen": real(seen_rows)},
         "models": {},
     }
@@ -251,6 +258,37 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
     return result
 
 
+def style_judge(data_dir: Path, records: list[Record], bank: torch.Tensor, bank_rows: list[Record],
+                held_mask: torch.Tensor, train_mask: torch.Tensor, size: int, fingerprint: str, cfg: CompareConfig,
+                cache_dir: str | Path | None) -> tuple[StyleClassifier | PixelStyleClassifier, dict]:
+    """The style judge trained on the training split's real images, and what it is with its accuracy on the
+    held-out split's real images (concepts it never saw)."""
+    train_rows = [r for r, m in zip(bank_rows, train_mask) if m]
+    held_rows = [r for r, m in zip(bank_rows, held_mask) if m]
+    train_styles = [_field(r, cfg.style_field) for r in train_rows]
+    held_styles = [_field(r, cfg.style_field) for r in held_rows]
+    if cfg.style_judge == "clip":
+        classifier = StyleClassifier.fit(bank[train_mask], train_styles, steps=cfg.classifier_steps, seed=cfg.seed)
+        predicted = classifier.predict(bank[held_mask])
+        judge = {"kind": "clip", "what": "a linear classifier on the evaluator's features"}
+    elif cfg.style_judge == "pixels":
+        pixels = as_pixels([load_image(r.path, size) for r in tqdm(train_rows, desc="style judge: images",
+                                                                    unit="image", leave=False)])
+        net_cfg = StyleNetConfig(epochs=cfg.style_epochs, seed=cfg.seed)
+        classifier = trained_style_classifier(pixels, train_styles, fingerprint=fingerprint, cfg=net_cfg,
+                                              cache_dir=cache_dir)
+        predicted = classifier.predict([load_image(r.path, size) for r in held_rows])
+        judge = {"kind": "pixels", "what": f"a convolutional network on the pixels, {cfg.style_epochs} epochs",
+                 "config": asdict(net_cfg)}
+    else:
+        raise ValueError(f"unknown style judge {cfg.style_judge!r}: pixels or clip")
+    judge["held_out_real_accuracy"] = accuracy(predicted, held_styles)
+    judge["held_out_real_accuracy_per_set"] = per_group([p == w for p, w in zip(predicted, held_styles)], held_styles)
+    log.info("style judge (%s): %.3f of the held-out real images named right", judge["kind"],
+             judge["held_out_real_accuracy"])
+    return classifier, judge
+
+
 def markdown_table(result: dict) -> str:
     """The comparison as a markdown table, one row per pipeline, the real images' ceilings last."""
     head = ("| model | px | held-out FID ↓ | KID ↓ | CLIP score ↑ (shuffled) | held-out top-1 / top-5 | "
@@ -275,4 +313,8 @@ def markdown_table(result: dict) -> str:
         s = m["seen"]
         per_set += f"| {Path(name).name} | " + " | ".join(
             f"{s['top5_per_set'].get(k, 0):.0%} / {s['style_accuracy_per_set'].get(k, 0):.0%}" for k in sets) + " |\n"
+    judge = result.get("style_judge")  # absent from comparisons made before the judge was recorded
+    if judge:
+        per_set += (f"\nStyle judge: {judge['what']}, trained on the training split's real images; it names the set of "
+                    f"{judge['held_out_real_accuracy']:.1%} of the held-out concepts' real images (which it never saw).\n")
     return head + "\n".join(rows) + per_set
