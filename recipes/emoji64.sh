@@ -22,7 +22,7 @@
 # user and system seconds go to OUT/times.tsv; each lane's full output to OUT/logs/LANE.log.
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
 # Environment overrides (smoke tests and the experiments in BENCHMARKS.md; the shipped model used the defaults):
-# T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, UP_STEPS, CLIP_STEPS,
+# T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, BASE_SAMPLE_STEPS, UP_STEPS, CLIP_STEPS,
 # AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, UP_SAMPLE_STEPS, OLD_MODEL,
 # DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
 set -euo pipefail
@@ -37,10 +37,12 @@ AE_PRESET=${AE_PRESET:-medium}        # AutoencoderKL (32, 64, 64): f = 4, 16×1
 AE_STEPS=${AE_STEPS:-800}             # × 32 images; 2.7 s of one core per step
 GEN_PRESET=${GEN_PRESET:-medium}      # UNet2DConditionModel (64, 128), cross-attention at 8×8
 GEN_STEPS=${GEN_STEPS:-1600}          # × 64 latents
-BASE_PRESET=${BASE_PRESET:-medium}    # the same U-Net on 16×16 pixels
-BASE_STEPS=${BASE_STEPS:-3000}        # × 64 images; 1.5 s of one core per step
-BASE_LR=${BASE_LR:-2e-3}              # 1e-3 for the wider "base" preset (BENCHMARKS.md)
-BASE_PRECISION=${BASE_PRECISION:-no}  # "auto": bf16 where native, 0.95 s per step (tried, not shipped: BENCHMARKS.md)
+BASE_PRESET=${BASE_PRESET:-base}      # UNet2DConditionModel (64, 128, 128), 2 layers per block, on 16×16 pixels
+BASE_STEPS=${BASE_STEPS:-3300}        # × 64 images; 1.5 s of one core per step in bf16 (AMX)
+BASE_LR=${BASE_LR:-1e-3}              # half the medium preset's 2e-3: wider U-Nets diverged at 2e-3 (BENCHMARKS.md)
+BASE_PRECISION=${BASE_PRECISION:-auto} # bf16 where the CPU or GPU has it natively, else float32
+BASE_SAMPLE_STEPS=${BASE_SAMPLE_STEPS:-10}  # the base's sampling steps: 10 judged as good as 20 (held-out FID 5.59
+                                            # vs 5.49, N = 500) at about 0.6 of the time
 UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image)
 UP_STEPS=${UP_STEPS:-1500}            # × 32 images; 2.8 s of one core per step
 CLIP_PRESET=${CLIP_PRESET:-small}
@@ -74,7 +76,7 @@ stage() {  # stage NAME COMMAND...: run, timing wall and CPU seconds of it and i
 done_file() { [ -f "$1" ]; }
 
 # -- the stages' budgets in minutes of one core (measured step costs × steps), for the time-left estimate --
-declare -A BUDGET=([autoencoder]=36 [generator]=48 [compose-latent]=1 [clip]=13 [base]=76
+declare -A BUDGET=([autoencoder]=36 [generator]=48 [compose-latent]=1 [clip]=13 [base]=84
                    [upsampler]=70 [judge]=20)
 LANE_latent="autoencoder generator compose-latent"
 LANE_base="base"
@@ -181,7 +183,7 @@ done
 [ "$failed" = 0 ] || exit 1
 if has_variant cascade; then  # the base (lane "base") and the upsampler (lane "clip") into one pipeline
     stage compose-cascade $T2I compose --base "$OUT/base" --upsampler "$OUT/upsampler" --out "$OUT/cascade" \
-        --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE" --upsampler-steps "$UP_SAMPLE_STEPS"
+        --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE" --steps "$BASE_SAMPLE_STEPS" --upsampler-steps "$UP_SAMPLE_STEPS"
 fi
 echo "lanes done: $(for v in $VARIANTS; do printf '%s ' "$OUT/$v"; done)"
 

@@ -43,6 +43,7 @@ def test_the_recipe_trains_judges_chooses_and_resumes(tmp_path):
     assert f"the better variant by held-out FID: {best}" in first.stdout
     assert json.loads((out / "pipeline" / "t2i.json").read_text())["variant"] == best
     assert (out / "grid.png").is_file()
+    assert json.loads((out / "cascade" / "t2i.json").read_text())["defaults"]["steps"] == 10  # BASE_SAMPLE_STEPS
     stages = [line.split("\t")[0] for line in (out / "times.tsv").read_text().splitlines()[1:]]
     assert {"data", "autoencoder", "generator", "clip", "base", "upsampler", "judge", "grid"} <= set(stages)
     # A rerun trains nothing again: every finished stage is skipped, the result stays.
