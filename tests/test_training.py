@@ -74,8 +74,12 @@ def _write_forever(root: str, first_step: int) -> None:
 def test_sigkill_at_random_moments_during_checkpoint_writes_always_leaves_a_loadable_latest(tmp_path):
     fork = multiprocessing.get_context("fork")  # torch is already imported: a fork starts in milliseconds
     rng = random.Random(0)
-    step, partial_seen = 1, 0
-    for _ in range(20):
+    step, partial_seen, kills = 1, 0, 0
+    # At least 20 kills, and on until 5 of them landed in the middle of a write (the share that does depends on
+    # the disk and the load: 4 of the first 20 on one run); 200 kills without 5 such would say writes are not
+    # being interrupted at all.
+    while kills < 20 or (partial_seen < 5 and kills < 200):
+        kills += 1
         child = fork.Process(target=_write_forever, args=(str(tmp_path), step))
         child.start()
         deadline = time.monotonic() + 60
