@@ -157,7 +157,8 @@ def enlarge(images: list[Image.Image], size: int) -> list[Image.Image]:
 
 
 def measure(images: list[Image.Image], prompts: list[str], rows: list[Record], *, clip: ClipExtractor,
-            bank: torch.Tensor, bank_rows: list[Record], classifier: StyleClassifier | PixelStyleClassifier, cfg: CompareConfig,
+            bank: torch.Tensor, bank_rows: list[Record], classifier: StyleClassifier | PixelStyleClassifier,
+            cfg: CompareConfig,
             real_held_out: torch.Tensor | None = None, exclude: list[int | None] | None = None) -> dict:
     """Recognition, style and (against `real_held_out`) FID, KID and CLIP score of images drawn for `rows`."""
     features = clip(images)
@@ -209,8 +210,7 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
     where = {str(r.path): i for i, r in enumerate(bank_rows)}
     held_mask = torch.tensor([r.extra.get("split") == HELD_OUT for r in bank_rows])
     train_mask = torch.tensor([r.extra.get("split", TRAIN) == TRAIN for r in bank_rows])
-    classifier, judge = style_judge(data_dir, records, bank, bank_rows, held_mask, train_mask, size, fingerprint, cfg,
-                                    cache_dir)
+    classifier, judge = style_judge(bank, bank_rows, held_mask, train_mask, size, fingerprint, cfg, cache_dir)
     real_held_out = bank[held_mask]
     held_rows = evaluation_subset(held, cfg.n_held_out, seed=cfg.seed)
     seen_rows = evaluation_subset(seen, cfg.n_seen, seed=cfg.seed)
@@ -258,8 +258,8 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
     return result
 
 
-def style_judge(data_dir: Path, records: list[Record], bank: torch.Tensor, bank_rows: list[Record],
-                held_mask: torch.Tensor, train_mask: torch.Tensor, size: int, fingerprint: str, cfg: CompareConfig,
+def style_judge(bank: torch.Tensor, bank_rows: list[Record], held_mask: torch.Tensor, train_mask: torch.Tensor,
+                size: int, fingerprint: str, cfg: CompareConfig,
                 cache_dir: str | Path | None) -> tuple[StyleClassifier | PixelStyleClassifier, dict]:
     """The style judge trained on the training split's real images, and what it is with its accuracy on the
     held-out split's real images (concepts it never saw)."""
@@ -315,6 +315,7 @@ def markdown_table(result: dict) -> str:
             f"{s['top5_per_set'].get(k, 0):.0%} / {s['style_accuracy_per_set'].get(k, 0):.0%}" for k in sets) + " |\n"
     judge = result.get("style_judge")  # absent from comparisons made before the judge was recorded
     if judge:
-        per_set += (f"\nStyle judge: {judge['what']}, trained on the training split's real images; it names the set of "
-                    f"{judge['held_out_real_accuracy']:.1%} of the held-out concepts' real images (which it never saw).\n")
+        per_set += (f"\nStyle judge: {judge['what']}, trained on the training split's real images; it names the set "
+                    f"of {judge['held_out_real_accuracy']:.1%} of the held-out concepts' real images (which it never "
+                    "saw).\n")
     return head + "\n".join(rows) + per_set
