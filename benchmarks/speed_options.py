@@ -2,7 +2,7 @@
 
 Whole generation calls (N images, S steps, guidance on, decode included), interleaved round by round so
 machine load hits every variant alike; median CPU time of this process per call (one thread: the work
-done), and the ratio to the plain path:
+done) and median wall time, and their ratios to the plain path:
     plain           SpeedConfig with every option off
     reuse text K/V  cross-attention keys/values of the prompt computed once per run (the default)
     channels_last   NHWC U-Nets (with the default)
@@ -36,6 +36,13 @@ def _cpu(fn) -> float:
     start = time.process_time()
     fn()
     return time.process_time() - start
+
+
+def _timed(fn) -> tuple[float, float]:
+    """CPU seconds of this process and wall seconds of one call."""
+    start, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - start, time.perf_counter() - wall
 
 
 def main() -> None:
@@ -106,17 +113,24 @@ def main() -> None:
     for fn in [*cases.values(), *micro.values()]:  # warm-up
         fn()
     seconds = {name: [] for name in [*cases, *micro]}
+    walls = {name: [] for name in cases}
     for _ in range(args.repeats):
-        for name, fn in [*cases.items(), *micro.items()]:
+        for name, fn in cases.items():
+            cpu, wall = _timed(fn)
+            seconds[name].append(cpu)
+            walls[name].append(wall)
+        for name, fn in micro.items():
             seconds[name].append(_cpu(fn))
     med = {name: statistics.median(s) for name, s in seconds.items()}
+    med_wall = {name: statistics.median(s) for name, s in walls.items()}
 
     base = med["plain"]
     print(f"{args.model}: {args.n} images, {args.steps} steps, guidance {args.guidance}, {args.threads} thread(s), "
           f"median CPU s of {args.repeats} interleaved rounds; native bfloat16: {native_bf16()}")
-    print(f"{'generation call':>34} {'CPU s':>7} {'speed-up vs plain':>18}")
+    print(f"{'generation call':>34} {'CPU s':>7} {'speed-up vs plain':>18} {'wall s':>7} {'wall speed-up':>14}")
     for name in pipes:
-        print(f"{name:>34} {med[name]:>7.3f} {base / med[name]:>17.2f}x")
+        print(f"{name:>34} {med[name]:>7.3f} {base / med[name]:>17.2f}x {med_wall[name]:>7.3f} "
+              f"{med_wall['plain'] / med_wall[name]:>13.2f}x")
     if has_preview:
         gen = med["reuse text K/V (on by default)"]
         for name in ("previews: tiny preview decoder", "previews: real decoder"):
@@ -132,7 +146,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "n": args.n, "steps": args.steps,
                                          "threads": args.threads, "native_bf16": native_bf16(),
-                                         "median_cpu_s": med, "cpu_s": seconds}, indent=2) + "\n")
+                                         "median_cpu_s": med, "cpu_s": seconds,
+                                         "median_wall_s": med_wall, "wall_s": walls}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
