@@ -17,7 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A module may import its own layer and the layers below it, never above; packages of the
 # variants layer never import each other.
 LAYERS = [
-    ("foundation", {"version", "components", "files", "images", "startup", "data", "sampling", "training"}),
+    ("foundation", {"version", "components", "files", "images", "startup", "hardware", "data", "sampling",
+                    "training"}),
     ("components", {"text", "autoencoder", "diffusion", "pipeline"}),
     ("variants", {"latent", "cascade", "tokens"}),
     ("registry", {"variants"}),

@@ -152,13 +152,13 @@ def test_mixed_precision_auto_follows_the_hardware(monkeypatch, cuda, cuda_bf16,
     choice made, not "auto"."""
     import torch
 
-    import t2i.pipeline.speed
+    import t2i.hardware
     from t2i.cli import parser
     from t2i.cli.common import train_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
-    monkeypatch.setattr(t2i.pipeline.speed, "native_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(t2i.hardware, "native_bf16", lambda: cpu_bf16)
     args = parser().parse_args(["train", "base", "--data", "d", "--out", "o", "--mixed-precision", "auto"])
     assert train_config(args).mixed_precision == expected
     args = parser().parse_args(["train", "base", "--data", "d", "--out", "o", "--mixed-precision", "no"])

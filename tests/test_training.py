@@ -362,3 +362,25 @@ def test_bf16_training_autocasts_the_forward_and_keeps_float32_weights(tmp_path)
     again = tiny_model()
     train(again, denoising_loss, random_batches(DATA, 8, seed=0), cfg)
     assert state_equal(model, again) and result.steps == 30
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_trains_in_bf16_only_where_the_cpu_computes_it(monkeypatch, native):
+    """mixed_precision="auto" (what library callers may pass, as the CLI's --mixed-precision auto): step 1's loss
+    is the bfloat16 autocast one on a CPU with native bfloat16, the float32 one elsewhere; an unknown setting is
+    refused before anything trains."""
+    import t2i.hardware
+
+    monkeypatch.setattr(t2i.hardware, "native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = TrainConfig(steps=1, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1, mixed_precision="auto")
+    logged = []
+    train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0), cfg,
+          on_log=lambda step, loss: logged.append(loss))
+    batch = next(random_batches(DATA, 8, seed=0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=native):
+        wanted = denoising_loss(tiny_model(), batch, torch.Generator().manual_seed(cfg.seed)).float().item()
+    assert logged[0] == pytest.approx(wanted, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown mixed precision 'bf32'"):
+        train(tiny_model(), denoising_loss, random_batches(DATA, 8, seed=0),
+              TrainConfig(steps=1, batch_size=8, mixed_precision="bf32"))

@@ -90,6 +90,7 @@ def split_arg(args) -> str | None:
 
 def train_config(args, **extra):
     """A TrainConfig from the flags of `add_train_flags`."""
+    from t2i.hardware import resolve_precision
     from t2i.training.trainer import TrainConfig
 
     warmup = min(100, max(1, args.steps // 10))
@@ -97,21 +98,6 @@ def train_config(args, **extra):
                        ema_decay=args.ema, mixed_precision=resolve_precision(args.mixed_precision), seed=args.seed,
                        grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every,
                        keep_checkpoints=args.keep_checkpoints, stop_at=args.stop_at, **extra)
-
-
-def resolve_precision(choice: str) -> str:
-    """--mixed-precision as the trainer takes it: "auto" becomes "bf16" on a CUDA GPU that supports bfloat16 or
-    on a CPU with native bfloat16 (t2i.pipeline.speed.native_bf16; elsewhere bf16 is emulated and was measured
-    7x slower), else "no". The component's config records what it resolved to."""
-    if choice != "auto":
-        return choice
-    import torch
-
-    from t2i.pipeline.speed import native_bf16
-
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if native_bf16() else "no"
 
 
 def report_stop(info: dict, command: str) -> bool:

@@ -14,7 +14,8 @@ and classifier-free guidance as one batched forward.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+
+from t2i.hardware import native_bf16
 
 
 @dataclass
@@ -31,19 +32,6 @@ class SpeedConfig:
     # runs (t2i serve, t2i eval). Replaces reuse_text_kv (the compiled graph computes K, V itself)
     fast_previews: bool = True  # decode per-step previews with the autoencoder's tiny preview decoder when
     # the folder has one (vae/preview_decoder/); else, and when False, with the real decoder
-
-
-def native_bf16() -> bool:
-    """True when this CPU computes bfloat16 natively (the avx512_bf16 or amx_bf16 flag, Linux only)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return False
-    flags = set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def use_bf16(speed: SpeedConfig, *, pays_on_native: bool) -> bool:

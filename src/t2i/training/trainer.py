@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from t2i.hardware import resolve_precision
 from t2i.training.batches import RandomBatches, random_batches  # noqa: F401  (random_batches: re-exported)
 from t2i.training.checkpoint import CheckpointError, latest_checkpoint, load_torch_state, save_checkpoint
 from t2i.training.faults import StopSignals, TrainingDiverged
@@ -60,7 +61,8 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimiser step
     ema_decay: float = 0.0  # EMA of the weights (0 disables); 0.999 for generators
     ema_warmup: bool = True  # use diffusers' EMA warmup (decay grows with steps), useful for short runs
-    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (with loss scaling), handed to accelerate
+    mixed_precision: str = "no"  # "no", "bf16", "fp16" (with loss scaling) or "auto" (bf16 where the GPU or CPU
+    # computes it natively, else no: t2i.hardware.resolve_precision), handed to accelerate
     seed: int = 0  # seeds the trainer's own generator (noise, timesteps, dropout decisions)
     log_every: int = 25  # steps between CSV log rows
     checkpoint_every: int = 0  # steps between checkpoints in log_dir/checkpoints; 0: no checkpoints, and then
@@ -270,11 +272,14 @@ def _accelerator(cfg: TrainConfig):
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     # accelerate keeps one mixed-precision setting per process and refuses another: forget it (not the process
     # group) so that a caller may train one component in float32 and the next in bf16 in the same process.
+    precision = resolve_precision(cfg.mixed_precision)
+    if cfg.mixed_precision == "auto":
+        log.info("mixed precision auto: %s on this machine", precision)
     shared = AcceleratorState._shared_state
-    if shared and shared.get("_mixed_precision") not in (None, cfg.mixed_precision):
+    if shared and shared.get("_mixed_precision") not in (None, precision):
         AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=launched_on_cpus(), kwargs_handlers=[ddp])
-    if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+    accelerator = Accelerator(mixed_precision=precision, cpu=launched_on_cpus(), kwargs_handlers=[ddp])
+    if precision == "fp16" and accelerator.device.type == "cpu":
         log.warning("fp16 autocast needs a GPU: accelerate trains in float32 on the CPU (bf16 works on CPUs)")
     return accelerator
 
