@@ -22,9 +22,9 @@
 # user and system seconds go to OUT/times.tsv; each lane's full output to OUT/logs/LANE.log.
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
 # Environment overrides (smoke tests and the experiments in BENCHMARKS.md; the shipped model used the defaults):
-# T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, BASE_SAMPLE_STEPS, UP_STEPS, CLIP_STEPS,
-# AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, UP_SAMPLE_STEPS, OLD_MODEL,
-# DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
+# T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, BASE_SAMPLE_STEPS, UP_STEPS,
+# CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, UP_SAMPLE_STEPS,
+# OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
 set -euo pipefail
 
 OUT=${1:-outputs/emoji64}
@@ -183,7 +183,8 @@ done
 [ "$failed" = 0 ] || exit 1
 if has_variant cascade; then  # the base (lane "base") and the upsampler (lane "clip") into one pipeline
     stage compose-cascade $T2I compose --base "$OUT/base" --upsampler "$OUT/upsampler" --out "$OUT/cascade" \
-        --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE" --steps "$BASE_SAMPLE_STEPS" --upsampler-steps "$UP_SAMPLE_STEPS"
+        --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE" --steps "$BASE_SAMPLE_STEPS" \
+        --upsampler-steps "$UP_SAMPLE_STEPS"
 fi
 echo "lanes done: $(for v in $VARIANTS; do printf '%s ' "$OUT/$v"; done)"
 
