@@ -81,8 +81,9 @@ class PixelStyleClassifier:
             raise ValueError(f"{len(pixels)} images for {len(labels)} labels")
         y = torch.tensor([names.index(label) for label in labels])
         g = torch.Generator().manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)  # the network's initial weights
-        net = _network(len(names), cfg.width)
+        with torch.random.fork_rng():  # the network's initial weights, seeded, the caller's generator untouched
+            torch.manual_seed(cfg.seed)
+            net = _network(len(names), cfg.width)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = cfg.epochs * -(-len(pixels) // cfg.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)

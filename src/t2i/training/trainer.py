@@ -270,11 +270,11 @@ def _accelerator(cfg: TrainConfig):
 
     # Unused parameters (e.g. a text encoder's pooler) must not stall DDP's gradient averaging.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    # accelerate keeps one mixed-precision setting per process and refuses another: forget it (not the process
-    # group) so that a caller may train one component in float32 and the next in bf16 in the same process.
     precision = resolve_precision(cfg.mixed_precision)
     if cfg.mixed_precision == "auto":
         log.info("mixed precision auto: %s on this machine", precision)
+    # accelerate keeps one mixed-precision setting per process and refuses another: forget it (not the process
+    # group) so that a caller may train one component in float32 and the next in bf16 in the same process.
     shared = AcceleratorState._shared_state
     if shared and shared.get("_mixed_precision") not in (None, precision):
         AcceleratorState._reset_state()
