@@ -32,12 +32,6 @@ from pathlib import Path
 import torch
 
 
-def _cpu(fn) -> float:
-    start = time.process_time()
-    fn()
-    return time.process_time() - start
-
-
 def _timed(fn) -> tuple[float, float]:
     """CPU seconds of this process and wall seconds of one call."""
     start, wall = time.process_time(), time.perf_counter()
@@ -120,7 +114,7 @@ def main() -> None:
             seconds[name].append(cpu)
             walls[name].append(wall)
         for name, fn in micro.items():
-            seconds[name].append(_cpu(fn))
+            seconds[name].append(_timed(fn)[0])
     med = {name: statistics.median(s) for name, s in seconds.items()}
     med_wall = {name: statistics.median(s) for name, s in walls.items()}
 

@@ -144,7 +144,6 @@ def test_training_flag_defaults_match_the_component_configs():
     assert (args.patch_mask_ratio, args.patch_mixer_layers) == (model.patch_mask_ratio, model.patch_mixer_layers)
 
 
-
 @pytest.mark.parametrize("cuda, cuda_bf16, cpu_bf16, expected", [
     (False, False, True, "bf16"), (False, False, False, "no"), (True, True, False, "bf16"), (True, False, True, "no")])
 def test_mixed_precision_auto_follows_the_hardware(monkeypatch, cuda, cuda_bf16, cpu_bf16, expected):
@@ -163,6 +162,7 @@ def test_mixed_precision_auto_follows_the_hardware(monkeypatch, cuda, cuda_bf16,
     assert train_config(args).mixed_precision == expected
     args = parser().parse_args(["train", "base", "--data", "d", "--out", "o", "--mixed-precision", "no"])
     assert train_config(args).mixed_precision == "no"
+
 
 @pytest.mark.slow
 def test_train_text_encoder_writes_minilm_cut_and_never_overwrites_other_files(tmp_path):

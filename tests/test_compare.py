@@ -147,3 +147,12 @@ def test_compare_refuses_data_without_concepts_or_a_held_out_split(pipeline_dir,
     assert main(["compare", str(pipeline_dir), "--data", str(data), "--clip", str(tmp_path), "--out", str(out)]) == 1
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_compare_refuses_an_unknown_style_judge_before_reading_anything(tmp_path):
+    from t2i.evaluation.compare import CompareConfig, compare_pipelines
+
+    with pytest.raises(ValueError, match="unknown style judge 'vgg': one of pixels, clip"):
+        compare_pipelines([], tmp_path / "no-such-corpus", tmp_path / "no-clip", tmp_path / "out",
+                          CompareConfig(style_judge="vgg"))
+    assert not (tmp_path / "out").exists()

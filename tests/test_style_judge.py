@@ -67,24 +67,30 @@ def test_the_judge_refuses_one_style_mismatched_labels_and_images_of_another_siz
 
 def test_the_judge_is_trained_once_per_corpus_and_setting(tmp_path, monkeypatch):
     images, labels = _set(SHAPES, 4, seed=0)
-    pixels = as_pixels(images)
-    cfg = StyleNetConfig(epochs=2, batch_size=8, width=8)
-    first = trained_style_classifier(pixels, labels, fingerprint="abc", cfg=cfg, cache_dir=tmp_path)
-    path = PixelStyleClassifier.cache_path(tmp_path, "abc", 32, cfg)
-    assert path.is_file()
+    loads = []
+
+    def load_pixels():
+        loads.append(1)
+        return as_pixels(images)
+
+    def judge(fingerprint="abc", cfg=StyleNetConfig(epochs=2, batch_size=8, width=8)):
+        return trained_style_classifier(load_pixels, labels, image_size=32, fingerprint=fingerprint, cfg=cfg,
+                                        cache_dir=tmp_path)
+
+    first = judge()
+    [path] = (tmp_path / "style").glob("*.safetensors")
     trained = []
     real_fit = PixelStyleClassifier.fit.__func__
     monkeypatch.setattr(PixelStyleClassifier, "fit", classmethod(lambda cls, *a, **k: trained.append(1) or
                                                                  real_fit(cls, *a, **k)))
-    again = trained_style_classifier(pixels, labels, fingerprint="abc", cfg=cfg, cache_dir=tmp_path)
-    assert trained == [] and again.labels == first.labels
+    again = judge()
+    assert trained == [] and loads == [1] and again.labels == first.labels  # neither trained nor images loaded
     probe = as_pixels(_set(("polygon",), 4, seed=3)[0])
     assert torch.equal(again.net(style._scaled(probe)), first.net(style._scaled(probe)))  # the same weights
     # Another setting or another corpus trains a judge of its own; a damaged entry is retrained, not trusted.
-    trained_style_classifier(pixels, labels, fingerprint="abc", cfg=StyleNetConfig(epochs=3, batch_size=8, width=8),
-                             cache_dir=tmp_path)
-    trained_style_classifier(pixels, labels, fingerprint="other", cfg=cfg, cache_dir=tmp_path)
+    judge(cfg=StyleNetConfig(epochs=3, batch_size=8, width=8))
+    judge(fingerprint="other")
     assert trained == [1, 1]
     path.write_bytes(b"not safetensors")
-    trained_style_classifier(pixels, labels, fingerprint="abc", cfg=cfg, cache_dir=tmp_path)
-    assert trained == [1, 1, 1]
+    judge()
+    assert trained == [1, 1, 1] and loads == [1, 1, 1, 1]

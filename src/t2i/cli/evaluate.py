@@ -69,8 +69,9 @@ def register_compare(sub) -> None:
         "prompted concept among the k concepts whose nearest corpus image is nearest the generated one (top-1, "
         "top-5). Seen concepts (the training split): recognition and style (a small network trained on the training "
         "images' pixels names the set; its accuracy on the held-out real images is reported). The real images go "
-        "through the same measures: the ceilings. A model smaller than the data's images is enlarged (bicubic) first. Needs metadata with a "
-        "concept, a style and a split per image, as t2i data emoji-sets writes. Writes compare.json and compare.md.",
+        "through the same measures: the ceilings. A model smaller than the data's images is enlarged (bicubic) "
+        "first. Needs metadata with a concept, a style and a split per image, as t2i data emoji-sets writes. "
+        "Writes compare.json and compare.md.",
         epilog="example:\n  t2i compare runs/latent runs/cascade --data data/emoji64 --clip runs/clip "
         "--out runs/compare")
     c.add_argument("models", type=Path, nargs="+", metavar="MODEL", help="pipeline folders (t2i compose)")

@@ -46,6 +46,7 @@ from t2i.images import load_image
 log = logging.getLogger("t2i.evaluation")
 
 HELD_OUT = "held_out"
+STYLE_JUDGES = ("pixels", "clip")  # CompareConfig.style_judge
 
 
 @dataclass
@@ -191,6 +192,8 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
     `speed`: how every pipeline runs its networks (t2i.pipeline.speed.SpeedConfig; None: the defaults)."""
     import t2i
 
+    if cfg.style_judge not in STYLE_JUDGES:
+        raise ValueError(f"unknown style judge {cfg.style_judge!r}: one of {', '.join(STYLE_JUDGES)}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     records, _ = scan_folder(data_dir, verify=False)
     for name in (cfg.concept_field, cfg.style_field):
@@ -271,17 +274,17 @@ def style_judge(bank: torch.Tensor, bank_rows: list[Record], held_mask: torch.Te
         classifier = StyleClassifier.fit(bank[train_mask], train_styles, steps=cfg.classifier_steps, seed=cfg.seed)
         predicted = classifier.predict(bank[held_mask])
         judge = {"kind": "clip", "what": "a linear classifier on the evaluator's features"}
-    elif cfg.style_judge == "pixels":
-        pixels = as_pixels([load_image(r.path, size) for r in tqdm(train_rows, desc="style judge: images",
-                                                                    unit="image", leave=False)])
+    else:  # "pixels"
+        def load_pixels():  # only when the judge is not cached
+            return as_pixels([load_image(r.path, size) for r in tqdm(train_rows, desc="style judge: images",
+                                                                      unit="image", leave=False)])
+
         net_cfg = StyleNetConfig(epochs=cfg.style_epochs, seed=cfg.seed)
-        classifier = trained_style_classifier(pixels, train_styles, fingerprint=fingerprint, cfg=net_cfg,
-                                              cache_dir=cache_dir)
+        classifier = trained_style_classifier(load_pixels, train_styles, image_size=size, fingerprint=fingerprint,
+                                              cfg=net_cfg, cache_dir=cache_dir)
         predicted = classifier.predict([load_image(r.path, size) for r in held_rows])
         judge = {"kind": "pixels", "what": f"a convolutional network on the pixels, {cfg.style_epochs} epochs",
                  "config": asdict(net_cfg)}
-    else:
-        raise ValueError(f"unknown style judge {cfg.style_judge!r}: pixels or clip")
     judge["held_out_real_accuracy"] = accuracy(predicted, held_styles)
     judge["held_out_real_accuracy_per_set"] = per_group([p == w for p, w in zip(predicted, held_styles)], held_styles)
     log.info("style judge (%s): %.3f of the held-out real images named right", judge["kind"],

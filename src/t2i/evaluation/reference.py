@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -63,21 +64,39 @@ def reference_features(data_dir: str | Path, extractor: FeatureExtractor, *, res
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / "reference" / _slug(f"{fingerprint}-{extractor.name}-{resolution}px-n{n}-s{seed}.safetensors")
-        if path.is_file():
-            try:
-                with safe_open(path, "pt") as f:
-                    if json.loads(f.metadata()["key"]) == key:
-                        log.info("using cached reference features %s", path)
-                        return FeatureSet(f.get_tensor("features"), extractor.name, resolution,
-                                          f"{data_dir} ({n} real images)")
-            except Exception as e:  # a damaged cache entry is recomputed, never trusted
-                log.warning("ignoring unreadable cache entry %s (%s)", path, e)
+        if (cached := load_keyed(path, key)) is not None:
+            log.info("using cached reference features %s", path)
+            return FeatureSet(cached["features"], extractor.name, resolution, f"{data_dir} ({n} real images)")
     subset = evaluation_subset(records, n, seed=seed)
     images = [load_image(r.path, resolution) for r in subset]
     features = extractor(images, progress="real features")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"features": features.contiguous()}, tmp, metadata={"key": json.dumps(key, sort_keys=True)})
-        tmp.replace(path)
+        save_keyed(path, {"features": features}, key)
     return FeatureSet(features, extractor.name, resolution, f"{data_dir} ({n} real images)")
+
+
+# -- cache entries: tensors in a safetensors file, with the settings that made them ------------------------------
+
+
+def load_keyed(path: Path, key: dict) -> dict[str, torch.Tensor] | None:
+    """The tensors of a cache entry `save_keyed` wrote with this `key`; None when there is none, it was made with
+    other settings, or it cannot be read (a damaged entry is recomputed, never trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(path, "pt") as f:
+            if json.loads(f.metadata()["key"]) != key:
+                return None
+            return {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:
+        log.warning("ignoring unreadable cache entry %s (%s)", path, e)
+        return None
+
+
+def save_keyed(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> None:
+    """Write a cache entry: `tensors` and the JSON `key` of the settings that made them, renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({name: t.contiguous() for name, t in tensors.items()}, tmp,
+              metadata={"key": json.dumps(key, sort_keys=True)})
+    tmp.replace(path)

@@ -13,8 +13,8 @@ one corpus share one judge.
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
+
+from t2i.evaluation.reference import load_keyed, save_keyed
 
 log = logging.getLogger("t2i.evaluation")
 
@@ -115,52 +115,26 @@ class PixelStyleClassifier:
             out += self.net(_scaled(pixels[start : start + 256])).argmax(1).tolist()
         return [self.labels[i] for i in out]
 
-    # -- the on-disk cache -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def cache_path(cache_dir: str | Path, fingerprint: str, image_size: int, cfg: StyleNetConfig) -> Path:
-        return (Path(cache_dir) / "style" /
-                f"{fingerprint}-{image_size}px-e{cfg.epochs}-w{cfg.width}-s{cfg.seed}-v{VERSION}.safetensors")
-
-    def save(self, path: Path, key: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
-        save_file(state, tmp, metadata={"key": json.dumps(key, sort_keys=True), "labels": json.dumps(self.labels)})
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path, key: dict, cfg: StyleNetConfig, image_size: int) -> PixelStyleClassifier | None:
-        """The cached judge at `path` if it was trained with `key`, else None (a damaged entry is never trusted)."""
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(path, "pt") as f:
-                meta = f.metadata()
-                if json.loads(meta["key"]) != key:
-                    return None
-                labels = json.loads(meta["labels"])
-                state = {k: f.get_tensor(k) for k in f.keys()}
-            net = _network(len(labels), cfg.width)
-            net.load_state_dict(state)
-            return cls(net, labels, image_size)
-        except Exception as e:
-            log.warning("ignoring unreadable cache entry %s (%s)", path, e)
-            return None
-
-
-def trained_style_classifier(pixels: torch.Tensor, labels: list[str], *, fingerprint: str,
-                             cfg: StyleNetConfig | None = None, cache_dir: str | Path | None = None,
-                             ) -> PixelStyleClassifier:
-    """The style network for these training images, from the cache when one was trained with the same settings."""
+def trained_style_classifier(load_pixels: Callable[[], torch.Tensor], labels: list[str], *, image_size: int,
+                             fingerprint: str, cfg: StyleNetConfig | None = None,
+                             cache_dir: str | Path | None = None) -> PixelStyleClassifier:
+    """The style network for the training images `load_pixels()` gives (uint8, image_size px, one per label): from
+    the cache when one was trained on the same data with the same settings (the images are then not loaded)."""
     cfg = cfg or StyleNetConfig()
-    size = pixels.shape[-1]
-    key = {"data": fingerprint, "image_size": size, "images": len(pixels), "config": asdict(cfg), "version": VERSION}
-    path = PixelStyleClassifier.cache_path(cache_dir, fingerprint, size, cfg) if cache_dir is not None else None
-    if path is not None and (cached := PixelStyleClassifier.load(path, key, cfg, size)) is not None:
-        log.info("using the cached style classifier %s", path)
-        return cached
-    classifier = PixelStyleClassifier.fit(pixels, labels, cfg)
+    names = sorted(set(labels))
+    key = {"data": fingerprint, "image_size": image_size, "images": len(labels), "labels": names,
+           "config": asdict(cfg), "version": VERSION}
+    path = None
+    if cache_dir is not None:
+        path = (Path(cache_dir) / "style" /
+                f"{fingerprint}-{image_size}px-e{cfg.epochs}-w{cfg.width}-s{cfg.seed}-v{VERSION}.safetensors")
+        if (state := load_keyed(path, key)) is not None:
+            log.info("using the cached style classifier %s", path)
+            net = _network(len(names), cfg.width)
+            net.load_state_dict(state)
+            return PixelStyleClassifier(net, names, image_size)
+    classifier = PixelStyleClassifier.fit(load_pixels(), labels, cfg)
     if path is not None:
-        classifier.save(path, key)
+        save_keyed(path, classifier.net.state_dict(), key)
     return classifier
