@@ -23,8 +23,8 @@
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
 # Environment overrides (smoke tests and the experiments in BENCHMARKS.md; the shipped model used the defaults):
 # T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, BASE_SAMPLE_STEPS, UP_STEPS,
-# CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE, UP_SAMPLE_STEPS,
-# OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
+# CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, UP_TEXT, CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE,
+# UP_SAMPLE_STEPS, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
 set -euo pipefail
 
 OUT=${1:-outputs/emoji64}
@@ -45,6 +45,7 @@ BASE_SAMPLE_STEPS=${BASE_SAMPLE_STEPS:-10}  # the base's sampling steps: 10 judg
                                             # vs 5.49, N = 500) at about 0.6 of the time
 UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image)
 UP_STEPS=${UP_STEPS:-1500}            # × 32 images; 2.8 s of one core per step
+UP_TEXT=${UP_TEXT:-}                  # a text encoder (the base's: minilm) makes the upsampler text-conditioned
 CLIP_PRESET=${CLIP_PRESET:-small}
 CLIP_STEPS=${CLIP_STEPS:-2000}      # × 128 pairs; 0.4 s per step
 GUIDANCE=${GUIDANCE:-3}
@@ -157,7 +158,7 @@ lane_clip() {
     if ! done_file "$OUT/upsampler/t2i_component.json"; then
         stage upsampler $T2I train upsampler --data "$OUT/data" --split train --out "$OUT/upsampler" \
             --low-size "$LOW" --size "$SIZE" --preset "$UP_PRESET" --steps "$UP_STEPS" --batch-size 32 \
-            --lr 2e-3 --ema 0.999 --checkpoint-every 100 --resume
+            --lr 2e-3 --ema 0.999 --checkpoint-every 100 --resume ${UP_TEXT:+--text-encoder "$UP_TEXT" --max-length 24}
     fi
 }
 

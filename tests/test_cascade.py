@@ -9,7 +9,7 @@ import torch
 
 import t2i
 from t2i.cascade.compose import compose_cascade
-from t2i.cascade.model import UPSAMPLER_PRESETS, upsampler_network
+from t2i.cascade.model import UPSAMPLER_PRESETS, is_text_conditioned, upsampler_network
 from t2i.cascade.train import BASE_PRESETS, BaseTrainConfig, UpsamplerTrainConfig, held_out_psnr, train_base, \
     train_upsampler
 from t2i.cli import main
@@ -106,6 +106,97 @@ def test_noise_level_is_recorded_and_changes_the_output(base, upsampler, cascade
                                      defaults={"steps": 4, "upsampler_steps": 3}))
     assert again.stages[0]["noise_level"] == 400
     assert np.array_equal(_arr(again("a red circle", num_images=2, seed=0)), _arr(other))
+
+
+# -- a text-conditioned upsampler -----------------------------------------------------------------------
+
+
+def _textures(folder, n=192, size=16):
+    """Images whose fine texture only the caption tells: 1-px checks or 1-px stripes of a random colour on white,
+    which both shrink to the same flat mixture at half the size (from which the colour can be read back)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        kind = ("checks", "stripes")[i % 2]
+        a, b = rng.integers(0, 256, 3), np.full(3, 255)
+        mask = (yy + xx) % 2 if kind == "checks" else yy % 2
+        Image.fromarray(np.where(mask[..., None] == 1, a, b).astype(np.uint8)).save(folder / f"images/{i:03d}.png")
+        rows.append({"file_name": f"images/{i:03d}.png", "text": kind})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _text_upsampler_cfg(steps=150, max_length=16, text=True):
+    cfg = _upsampler_cfg(steps=steps)
+    cfg.train.lr, cfg.train.seed = 5e-3, 0
+    if text:
+        cfg.model.pooled_text_heads = 8
+        cfg.text = TextEncoderConfig(max_length=max_length)
+    return cfg
+
+
+def test_a_text_conditioned_upsampler_draws_what_only_the_caption_tells(tmp_path):
+    data = _textures(tmp_path / "textures")
+    plain = train_upsampler(data, tmp_path / "plain", _text_upsampler_cfg(text=False))["metrics"]
+    told = train_upsampler(data, tmp_path / "told", _text_upsampler_cfg())["metrics"]
+    # Without the caption the best guess is the mixture (bicubic's level); with it, the texture itself.
+    assert told["psnr_held_out"] > plain["psnr_held_out"] + 3.0, (told, plain)
+    assert told["psnr_held_out"] > told["psnr_bicubic_held_out"] + 3.0, told
+
+
+def test_a_text_conditioned_upsampler_composes_only_with_the_base_s_text_encoder(base, shapes16, tmp_path):
+    told = tmp_path / "told"
+    info = train_upsampler(shapes16, told, _text_upsampler_cfg(steps=2))
+    assert info["text_encoder"]["max_length"] == 16 and info["config"]["model"]["pooled_text_heads"] == 8
+    pipe = t2i.load(compose_cascade(base[0], [told], tmp_path / "pipe", defaults={"steps": 2, "upsampler_steps": 2}))
+    assert pipe.stages[0]["text_conditioned"] and is_text_conditioned(pipe.upsamplers[0])
+    images = pipe(["a red circle", "a blue square"], seed=0)
+    assert [im.size for im in images] == [(16, 16), (16, 16)]
+    # The upsampler hears the prompt: the same small image, another prompt, another enlargement.
+    x_t, cond = torch.randn(2, 2, 3, 16, 16, generator=torch.Generator().manual_seed(0)).unbind(0)
+    red, blue = pipe.encode_prompts(["a red circle"] * 2), pipe.encode_prompts(["a blue square"] * 2)
+    t, level = torch.tensor([500, 500]), torch.tensor([50, 50])
+    with torch.no_grad():
+        a = upsampler_network(pipe.upsamplers[0], level, text=red)(x_t, t, cond)
+        b = upsampler_network(pipe.upsamplers[0], level, text=blue)(x_t, t, cond)
+    assert (a - b).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="needs the prompt's embeddings"):
+        upsampler_network(pipe.upsamplers[0], level)
+    with pytest.raises(ValueError, match="trained without text"):
+        upsampler_network(_plain_unet(), level, text=red)
+    # Another prompt length than the base's: the pipeline could not hand it the base's embeddings.
+    other = tmp_path / "told12"
+    train_upsampler(shapes16, other, _text_upsampler_cfg(steps=1, max_length=12))
+    with pytest.raises(CompositionError, match=r"trained with text encoder minilm \(12 tokens.*the base with minilm "
+                                               r"\(16 tokens"):
+        compose_cascade(base[0], [other], tmp_path / "pipe12")
+    assert not (tmp_path / "pipe12").exists()
+
+
+def _plain_unet():
+    from t2i.cascade.model import build_upsampler
+
+    return build_upsampler(UPSAMPLER_PRESETS["tiny"](8, 16))
+
+
+def test_text_and_its_encoder_come_together(shapes16, tmp_path):
+    cfg = _text_upsampler_cfg(steps=1)
+    cfg.text = None
+    with pytest.raises(ValueError, match="needs a text encoder"):
+        train_upsampler(shapes16, tmp_path / "a", cfg)
+    cfg = _text_upsampler_cfg(steps=1, text=False)
+    cfg.text = TextEncoderConfig(max_length=16)
+    with pytest.raises(ValueError, match="without text"):
+        train_upsampler(shapes16, tmp_path / "b", cfg)
+    cfg = _text_upsampler_cfg(steps=1)
+    cfg.text.source = "scratch"
+    with pytest.raises(ValueError, match="not one trained from scratch"):
+        train_upsampler(shapes16, tmp_path / "c", cfg)
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 # -- dynamic thresholding --------------------------------------------------------------------------------
@@ -279,6 +370,19 @@ def test_cli_trains_composes_and_generates_a_cascade(shapes16, tmp_path):
     assert Image.open(tmp_path / "p.gif").n_frames >= 3  # base steps, then the upsampler's
 
 
+def test_cli_trains_a_text_conditioned_upsampler_and_refuses_a_bad_pooling(base, shapes16, tmp_path, capsys):
+    up, pipe = tmp_path / "up", tmp_path / "pipe"
+    flags = ["train", "upsampler", "--data", str(shapes16), "--low-size", "8", "--size", "16", "--preset", "tiny",
+             "--steps", "2", "--batch-size", "8", "--held-out", "0", "--text-encoder", "minilm", "--max-length", "16"]
+    assert main(flags + ["--out", str(up)]) == 0
+    assert main(["compose", "--base", str(base[0]), "--upsampler", str(up), "--out", str(pipe)]) == 0
+    assert json.loads((pipe / "t2i.json").read_text())["upsamplers"][0]["text_conditioned"] is True
+    capsys.readouterr()
+    assert main(flags + ["--out", str(tmp_path / "bad"), "--pooled-text-heads", "7"]) == 1
+    err = capsys.readouterr().err
+    assert "pooled_text_heads 7 must divide the text width 384" in err and "Traceback" not in err
+
+
 def test_cascade_options_are_refused_for_a_latent_pipeline(pipeline_dir, tmp_path, capsys):
     assert main(["generate", "a red circle", "--model", str(pipeline_dir), "--out", str(tmp_path),
                  "--noise-level", "10"]) == 1
@@ -303,3 +407,4 @@ def test_cascade_training_flag_defaults_match_the_configs():
     assert (args.low_size, args.size, args.prediction, args.min_snr_gamma, args.max_noise_level, args.noise_level) == (
         up.model.low_size, up.model.image_size, up.model.prediction_type, up.model.min_snr_gamma,
         up.model.max_noise_level, up.model.sampling_noise_level)
+    assert (args.text_encoder, args.caption_dropout) == (up.text, up.model.caption_dropout)  # no text by default

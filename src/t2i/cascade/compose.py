@@ -3,11 +3,12 @@
     PIPE/t2i.json          variant "cascade", each stage's sizes, schedule, prediction type, noise level
     PIPE/text_encoder/, PIPE/tokenizer/
     PIPE/base/             the base UNet2DConditionModel (config.json + safetensors)
-    PIPE/upsampler_1/ ...  one UNet2DModel per super-resolution stage, in order
+    PIPE/upsampler_1/ ...  one U-Net per super-resolution stage, in order: a UNet2DModel, or a
+                           UNet2DConditionModel for a text-conditioned stage (t2i.json says which)
 
 diffusers has no pipeline class for this layout, so the folder has no model_index.json; t2i.json says
 everything `t2i.load` needs. Composing checks that the stages chain (each takes the size the one before
-makes) and that the text encoder is the one the base was trained with.
+makes) and that the text encoder is the one the base, and every text-conditioned upsampler, was trained with.
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ def check_chain(base_info: dict, upsampler_infos: list[dict], names: list[str]) 
     return problems
 
 
+def check_upsampler_text(base_info: dict, upsampler_infos: list[dict], names: list[str]) -> list[str]:
+    """Every text-conditioned upsampler whose text encoder (weights or prompt length) is not the base's: the
+    pipeline hands the base's prompt embeddings to it."""
+    want = base_info["text_encoder"]
+    problems = []
+    for info, name in zip(upsampler_infos, names):
+        have = info.get("text_encoder")
+        if have and (have["weights_digest"], have["max_length"]) != (want["weights_digest"], want["max_length"]):
+            problems.append(f"upsampler {name} was trained with text encoder {have['source']} ({have['max_length']} "
+                            f"tokens, weights {have['weights_digest']}), the base with {want['source']} "
+                            f"({want['max_length']} tokens, weights {want['weights_digest']}): they must be the same")
+    return problems
+
+
 def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_dir: str | Path, *,
                     text_encoder: str | Path | None = None, defaults: dict | None = None,
                     noise_levels: list[int] | None = None, force: bool = False, metrics: dict | None = None,
@@ -56,6 +71,7 @@ def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_
     text_source, text_folder = text_encoder_folder(text_encoder, base_info)
     max_length = base_info["text_encoder"]["max_length"]
     problems = check_chain(base_info, up_infos, [str(d) for d in upsampler_dirs])
+    problems += check_upsampler_text(base_info, up_infos, [str(d) for d in upsampler_dirs])
     problems += text_fit_problems(read_json(text_folder / "config.json"), max_length,
                                   read_json(base_dir / "config.json"), base_info, part="base")
     if not force and weights_digest(text_folder) != base_info["text_encoder"]["weights_digest"]:
@@ -83,7 +99,7 @@ def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_
             copy_weights(d, tmp / f"upsampler_{k}")
             stages.append({"folder": f"upsampler_{k}", "low_size": info["low_size"], "image_size": info["image_size"],
                            "prediction_type": info["prediction_type"], "schedule": info["schedule"],
-                           "noise_level": int(level)})
+                           "noise_level": int(level), "text_conditioned": bool(info.get("text_encoder"))})
         write_pipeline_info(tmp, {
             "t2i_version": __version__,
             "variant": "cascade",

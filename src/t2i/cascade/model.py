@@ -1,10 +1,12 @@
 """The cascade variant's networks (Imagen's shape): a base U-Net that draws a small image from text, and
-super-resolution U-Nets that each enlarge an image, conditioned on it by channel concatenation and on the
-level of noise it was augmented with.
+super-resolution U-Nets that each enlarge an image, conditioned on it by channel concatenation, on the
+level of noise it was augmented with and, optionally, on the prompt (as Imagen's super-resolution U-Nets are).
 
 The base is the latent generator's network (`GeneratorConfig`, `build_unet`) with 3 pixel channels instead of
 latent channels, on the pixel schedule below (its presets are in `train.py`). An upsampler is a diffusers
-`UNet2DModel` without text. Nothing here imports training code: loading a pipeline needs this file.
+`UNet2DModel` without text, or, text-conditioned, a `UNet2DConditionModel` with the same plain blocks whose
+timestep embedding also receives an attention-pooled summary of the prompt (no cross-attention).
+Nothing here imports training code: loading a pipeline needs this file.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ class UpsamplerConfig:
     # records it and a call may override it
     min_snr_gamma: float = 0.0  # Min-SNR-γ loss weighting (Hang et al. 2023); 0 = plain MSE, which for an x0
     # target is the per-pixel error that PSNR measures
+    pooled_text_heads: int = 0  # > 0: text-conditioned: the prompt's embeddings, attention-pooled with this many
+    # heads (diffusers' addition_embed_type="text", as in DeepFloyd IF), are added to the timestep embedding, so
+    # the network is told what the image shows and in which style, beyond what the small image still carries;
+    # must divide the text width. 0: no text (a UNet2DModel)
+    caption_dropout: float = 0.1  # text-conditioned only: share of training samples given the empty prompt, so
+    # the network also enlarges images without one
 
     @property
     def factor(self) -> int:
@@ -78,6 +86,10 @@ def check_upsampler_config(cfg: UpsamplerConfig) -> None:
                          f"got {cfg.low_size} → {cfg.image_size}")
     if cfg.image_size % cfg.downsampling_factor:
         raise ValueError(f"image size {cfg.image_size} is not divisible by the U-Net's factor {cfg.downsampling_factor}")
+    if not 0 <= cfg.caption_dropout <= 1:
+        raise ValueError(f"caption dropout must be in [0, 1], got {cfg.caption_dropout}")
+    if cfg.pooled_text_heads < 0:
+        raise ValueError(f"pooled_text_heads must be 0 (no text) or positive, got {cfg.pooled_text_heads}")
     bad = [c for c in cfg.block_out_channels if c % cfg.norm_num_groups]
     if bad:
         raise ValueError(f"norm_num_groups {cfg.norm_num_groups} does not divide channels {bad}")
@@ -89,13 +101,34 @@ def check_upsampler_config(cfg: UpsamplerConfig) -> None:
             raise ValueError(f"{name} must be a timestep in 0..{n - 1}, got {level}")
 
 
-def build_upsampler(cfg: UpsamplerConfig):
+def build_upsampler(cfg: UpsamplerConfig, *, text_width: int | None = None):
     """A `UNet2DModel` over [x_t; upsampled small image] (6 channels in, 3 out) whose timestep embedding also
-    receives the augmentation level through a second sinusoidal embedding (`class_embed_type="timestep"`)."""
-    from diffusers import UNet2DModel
+    receives the augmentation level through a second sinusoidal embedding (`class_embed_type="timestep"`).
+    Text-conditioned (`cfg.pooled_text_heads`): a `UNet2DConditionModel` with the same blocks and embeddings
+    plus the pooled prompt of width `text_width` (the text encoder's hidden size); its middle block is a single
+    ResNet block (diffusers' plain middle block there), where the UNet2DModel's has two."""
+    from diffusers import UNet2DConditionModel, UNet2DModel
 
     check_upsampler_config(cfg)
     levels = len(cfg.block_out_channels)
+    if cfg.pooled_text_heads:
+        if text_width is None or text_width % cfg.pooled_text_heads:
+            raise ValueError(f"pooled_text_heads {cfg.pooled_text_heads} must divide the text width {text_width}")
+        return UNet2DConditionModel(
+            sample_size=cfg.image_size,
+            in_channels=6,
+            out_channels=3,
+            down_block_types=("DownBlock2D",) * levels,
+            up_block_types=("UpBlock2D",) * levels,
+            mid_block_type="UNetMidBlock2D",
+            block_out_channels=tuple(cfg.block_out_channels),
+            layers_per_block=cfg.layers_per_block,
+            norm_num_groups=cfg.norm_num_groups,
+            cross_attention_dim=text_width,
+            class_embed_type="timestep",
+            addition_embed_type="text",
+            addition_embed_type_num_heads=cfg.pooled_text_heads,
+        )
     return UNet2DModel(
         sample_size=cfg.image_size,
         in_channels=6,
@@ -116,16 +149,27 @@ def upsample(images: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(images, scale_factor=factor, mode="bicubic", align_corners=False)
 
 
-def upsampler_network(unet, noise_level: torch.Tensor, *, autocast_dtype: torch.dtype | None = None):
+def is_text_conditioned(unet) -> bool:
+    """Whether an upsampler network takes the prompt (a UNet2DConditionModel built by `build_upsampler`)."""
+    return getattr(unet.config, "addition_embed_type", None) == "text"
+
+
+def upsampler_network(unet, noise_level: torch.Tensor, *, text: torch.Tensor | None = None,
+                      autocast_dtype: torch.dtype | None = None):
     """Adapt an upsampler to the `Denoiser`'s `net(x_t, t, cond)`: `cond` is the noise-augmented, enlarged small
-    image (B, 3, H, W), concatenated to x_t; `noise_level` (B,) is its augmentation level. `autocast_dtype`: run
+    image (B, 3, H, W), concatenated to x_t; `noise_level` (B,) is its augmentation level; `text` (B, L, D): the
+    prompt's embeddings, which a text-conditioned upsampler needs and any other refuses. `autocast_dtype`: run
     the U-Net under autocast to this dtype; the output is float32 either way."""
+    if (text is not None) != is_text_conditioned(unet):
+        raise ValueError("a text-conditioned upsampler needs the prompt's embeddings" if text is None else
+                         "this upsampler was trained without text and takes no prompt")
+    extra = {} if text is None else {"encoder_hidden_states": text}
 
     def net(x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = torch.cat([x_t, cond], dim=1)
         if autocast_dtype is None:
-            return unet(x, t, class_labels=noise_level).sample  # (B, 3, H, W)
+            return unet(x, t, class_labels=noise_level, **extra).sample  # (B, 3, H, W)
         with torch.autocast(x.device.type, dtype=autocast_dtype):
-            return unet(x, t, class_labels=noise_level).sample.float()
+            return unet(x, t, class_labels=noise_level, **extra).sample.float()
 
     return net

@@ -1,5 +1,5 @@
 """The cascade variant (Imagen's): prompt → text encoder → pixel U-Net drawing a small image → super-resolution
-stages, each a diffusion model conditioned on the image before it.
+stages, each a diffusion model conditioned on the image before it (and, where it was trained so, on the prompt).
 
 Like `LatentPipeline`, it holds no per-call state. Image i depends only on seed i at every stage: one
 `torch.Generator` per image supplies the base's noise, then each stage's augmentation and starting noise.
@@ -71,7 +71,8 @@ class CascadePipeline(Pipeline):
         self.upsamplers = [u.eval().requires_grad_(False) for u in upsamplers]
         self.speed = speed or SpeedConfig()
         # What the samplers call: the base with its processors and layout (reused text keys/values unless compiled),
-        # the upsamplers (no text, so nothing to reuse) with their layout; compiled wrappers when speed.compile.
+        # the upsamplers (no cross-attention, so nothing to reuse) with their layout; compiled wrappers when
+        # speed.compile.
         self._reuse_text_kv = self.speed.reuse_text_kv and not self.speed.compile
         self._base_module = prepare_unet(self.base, self.speed)
         self._upsampler_modules = [prepare_unet(u, replace(self.speed, reuse_text_kv=False)) for u in self.upsamplers]
@@ -94,7 +95,8 @@ class CascadePipeline(Pipeline):
         # float32 whatever the files hold (a shipped folder stores float16: recipes/ship_model.py)
         base = UNet2DConditionModel.from_pretrained(folder / info["base"]["folder"], use_safetensors=True,
                                                     torch_dtype=torch.float32)
-        upsamplers = [UNet2DModel.from_pretrained(folder / s["folder"], use_safetensors=True, torch_dtype=torch.float32)
+        upsamplers = [(UNet2DConditionModel if s.get("text_conditioned") else UNet2DModel).from_pretrained(
+                      folder / s["folder"], use_safetensors=True, torch_dtype=torch.float32)
                       for s in info["upsamplers"]]
         return cls(text_encoder, base, upsamplers, info, speed=speed)
 
@@ -176,11 +178,12 @@ class CascadePipeline(Pipeline):
         done = r.steps
         for stage, unet, level in zip(self.stages, self._upsampler_modules, o.noise_levels):
             ac = alphas_cumprod(NoiseScheduleConfig(**stage["schedule"]))
+            text = cond if stage.get("text_conditioned") else None  # the prompt, never the guidance's negative
             pixels = super_resolve(
                 unet, pixels, factor=stage["image_size"] // stage["low_size"], alphas_cumprod=ac,
                 prediction_type=stage["prediction_type"], noise_level=level,
                 timesteps=spaced_timesteps(ac.shape[0], o.upsampler_steps), sampler=r.sampler,
-                generators=generators, dynamic_threshold=threshold, autocast_dtype=self._autocast,
+                generators=generators, dynamic_threshold=threshold, autocast_dtype=self._autocast, text=text,
                 callback=callback(done)).clamp(-1, 1)
             done += o.upsampler_steps
         return pixels

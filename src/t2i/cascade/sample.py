@@ -14,6 +14,7 @@ from t2i.sampling import Denoiser, dynamic_thresholding, get_sampler, per_image_
 def super_resolve(unet, low: torch.Tensor, *, factor: int, alphas_cumprod: torch.Tensor, prediction_type: str,
                   noise_level: int, timesteps: torch.Tensor, sampler: str, generators: Sequence[torch.Generator],
                   dynamic_threshold: float | None = None, autocast_dtype: torch.dtype | None = None,
+                  text: torch.Tensor | None = None,
                   callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Enlarge `low` (B, 3, h, w) in [−1, 1] `factor`× with an upsampler U-Net; returns (B, 3, h·f, w·f).
 
@@ -21,14 +22,16 @@ def super_resolve(unet, low: torch.Tensor, *, factor: int, alphas_cumprod: torch
     with, Ho et al. 2022, Sec. 3.2) and stays fixed while x_T ~ N(0, I) is denoised. Per image, the
     augmentation noise, then x_T, then any sampler noise come from generators[i] alone, so image i depends
     only on its generator. `dynamic_threshold` is a percentile for `dynamic_thresholding` (None: off).
-    `autocast_dtype`: run the U-Net under autocast to this dtype (e.g. bfloat16; None: float32).
+    `autocast_dtype`: run the U-Net under autocast to this dtype (e.g. bfloat16; None: float32). `text`
+    (B, L, D): the prompts' embeddings, for a text-conditioned upsampler (and only for one).
     """
     if not 0 <= noise_level < len(alphas_cumprod):
         raise ValueError(f"noise level must be a timestep in 0..{len(alphas_cumprod) - 1}, got {noise_level}")
     b = low.shape[0]
     level = torch.full((b,), noise_level, dtype=torch.long)  # (B,)
     enlarged = upsample(low.float(), factor)  # (B, 3, H, W)
-    denoiser = Denoiser(upsampler_network(unet, level, autocast_dtype=autocast_dtype), alphas_cumprod, prediction_type)
+    net = upsampler_network(unet, level, text=text, autocast_dtype=autocast_dtype)
+    denoiser = Denoiser(net, alphas_cumprod, prediction_type)
     cond = denoiser.add_noise(enlarged, per_image_randn(enlarged.shape[1:], generators), level)
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

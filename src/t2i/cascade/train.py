@@ -2,9 +2,11 @@
 
 The base learns to draw small images from text exactly as the latent generator learns latents (same loss,
 text caching, caption dropout, EMA, trainer), with pixels in place of latents. An upsampler learns to
-enlarge images from (small, large) pairs of any image folder, captions unused: the large image is
-denoised while the enlarged small one, noised to a random augmentation level, is concatenated to x_t and
-the level is given to the network (Ho et al. 2022, "Cascaded Diffusion Models", Sec. 3.2; Imagen).
+enlarge images from (small, large) pairs of any image folder: the large image is denoised while the enlarged
+small one, noised to a random augmentation level, is concatenated to x_t and the level is given to the network
+(Ho et al. 2022, "Cascaded Diffusion Models", Sec. 3.2; Imagen). A text-conditioned upsampler also gets the
+caption, through the base's frozen text encoder and its cached embeddings (Imagen's super-resolution U-Nets
+are text-conditioned too); otherwise captions are unused.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from t2i.text.conditioning import caption_embeddings, prepare_text, save_trained
 from t2i.diffusion.loss import diffusion_loss
 from t2i.diffusion.unet import GeneratorConfig, build_unet
 from t2i.sampling import Denoiser, alphas_cumprod, spaced_timesteps
-from t2i.text import TextEncoderConfig
+from t2i.text import SCRATCH, TextEncoderConfig
 from t2i.training.batches import sample_rand, sample_randint, sample_randn
 from t2i.training.finish import finish_training
 from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
@@ -135,12 +137,15 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
     return finish_training(result, "base", out_dir, save)
 
 
-# -- an upsampler: small image → large image, no text ----------------------------------------------------
+# -- an upsampler: small image → large image, with or without the text ------------------------------------
 
 
 @dataclass
 class UpsamplerTrainConfig:
     model: UpsamplerConfig = field(default_factory=UpsamplerConfig)
+    text: TextEncoderConfig | None = None  # the frozen text encoder of a text-conditioned upsampler
+    # (model.pooled_text_heads > 0): the base's, with its max_length, so a cascade can hand the prompt's embeddings
+    # from the base to the upsampler; None: no text
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=800, batch_size=32, lr=2e-3, warmup_steps=50, ema_decay=0.999)
     )
@@ -148,15 +153,22 @@ class UpsamplerTrainConfig:
     eval_steps: int = 20  # sampling steps (DPM-Solver++(2M)) for the held-out PSNR
 
 
-def upsampler_loss(denoiser: Denoiser, cfg: UpsamplerConfig):
-    """Denoise the large image given the enlarged small one, noise-augmented to a random level in 0..max."""
+def upsampler_loss(denoiser: Denoiser, cfg: UpsamplerConfig, text_table: torch.Tensor | None = None,
+                   uncond: torch.Tensor | None = None):
+    """Denoise the large image given the enlarged small one, noise-augmented to a random level in 0..max; with
+    `text_table` (cached caption embeddings) also given the caption, or the empty prompt `uncond` for a share
+    `cfg.caption_dropout` of the samples."""
 
     def loss_fn(unet: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         x0, low = batch["pixel_values"], batch["low_res"]  # (B, 3, H, W), (B, 3, h, w)
         level = sample_randint(cfg.max_noise_level + 1, (x0.shape[0],), generator, device=x0.device)  # (B,)
         enlarged = upsample(low, cfg.factor)  # (B, 3, H, W)
         cond = denoiser.add_noise(enlarged, sample_randn(enlarged.shape, generator, device=x0.device), level)
-        net = upsampler_network(unet, level)
+        text = None
+        if text_table is not None:  # drawn after the level and noise: an upsampler without text trains as before
+            drop = sample_rand((x0.shape[0],), generator, device=x0.device) < cfg.caption_dropout  # (B,)
+            text = caption_embeddings(unet, batch, drop, text_table, uncond, generator)[1]  # (B, L, D)
+        net = upsampler_network(unet, level, text=text)
         return diffusion_loss(denoiser, x0, lambda x_t, t: net(x_t, t, cond), generator,
                               min_snr_gamma=cfg.min_snr_gamma)
 
@@ -164,8 +176,10 @@ def upsampler_loss(denoiser: Denoiser, cfg: UpsamplerConfig):
 
 
 def held_out_psnr(unet, cfg: UpsamplerConfig, low: torch.Tensor, high: torch.Tensor, *, steps: int,
-                  noise_level: int | None = None, batch_size: int = 64) -> tuple[float, float]:
-    """(mean PSNR of the upsampler's samples, of bicubic enlargement) against `high`, in dB; image k uses seed k."""
+                  noise_level: int | None = None, batch_size: int = 64,
+                  text: torch.Tensor | None = None) -> tuple[float, float]:
+    """(mean PSNR of the upsampler's samples, of bicubic enlargement) against `high`, in dB; image k uses seed k.
+    `text` (N, L, D): the captions' embeddings, for a text-conditioned upsampler."""
     ac = alphas_cumprod(cfg.schedule)
     timesteps = spaced_timesteps(cfg.schedule.num_train_timesteps, steps)
     level = cfg.sampling_noise_level if noise_level is None else noise_level
@@ -174,38 +188,58 @@ def held_out_psnr(unet, cfg: UpsamplerConfig, low: torch.Tensor, high: torch.Ten
         generators = [torch.Generator().manual_seed(k) for k in range(i, min(i + batch_size, len(low)))]
         ours.append(super_resolve(unet, low[i : i + batch_size], factor=cfg.factor, alphas_cumprod=ac,
                                   prediction_type=cfg.prediction_type, noise_level=level, timesteps=timesteps,
-                                  sampler="dpmpp_2m", generators=generators))
+                                  sampler="dpmpp_2m", generators=generators,
+                                  text=None if text is None else text[i : i + batch_size]))
     bicubic = upsample(low, cfg.factor)
     return psnr(torch.cat(ours), high).mean().item(), psnr(bicubic, high).mean().item()
 
 
 def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTrainConfig, *,
-                    command: str | None = None, resume: bool | str | Path = False,
+                    cache_dir: str | Path | None = None, command: str | None = None, resume: bool | str | Path = False,
                     reset_data_position: bool = False, split: str | None = TRAIN) -> dict:
-    """Train on (small, large) pairs of the source's images, measure held-out PSNR against bicubic, save.
+    """Train on (small, large) pairs of the source's images (and, text-conditioned, their captions), measure
+    held-out PSNR against bicubic, save.
 
     `split`: only that split's rows are read ("train" by default, so held-out concepts stay unseen; the PSNR
-    images are the first `held_out` rows of it). `data_dir`, `resume`, `reset_data_position`, multi-process runs
-    and stop signals: as `train_autoencoder`.
+    images are the first `held_out` rows of it). `cache_dir`: where caption embeddings are cached (default
+    OUT/cache). `data_dir`, `resume`, `reset_data_position`, multi-process runs and stop signals: as
+    `train_autoencoder`.
     """
     out_dir = Path(out_dir)
     resume_point(out_dir / "checkpoints" if cfg.train.checkpoint_every > 0 else None, resume)  # refuse early
     check_upsampler_config(cfg.model)  # a bad config fails before any data is read
     m = cfg.model
+    if bool(m.pooled_text_heads) != (cfg.text is not None):
+        raise ValueError("a text-conditioned upsampler (pooled_text_heads > 0) needs a text encoder, and only it"
+                         if cfg.text is None else "a text encoder was given to an upsampler without text "
+                         "(pooled_text_heads 0)")
+    if cfg.text is not None and cfg.text.source == SCRATCH:
+        raise ValueError("an upsampler takes the base's frozen text encoder, not one trained from scratch")
     source = open_source(data_dir, split=split)
     held = min(cfg.held_out, len(source) // 10)
     # Both sizes come from the source file through one resize (load_image), exactly as the base's training
     # images do: the small images an upsampler is trained on are distributed like those the base draws.
     rows = range(held, len(source))
     pairs = {"pixel_values": ImageRows(source, m.image_size, rows), "low_res": ImageRows(source, m.low_size, rows)}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
-        unet = build_upsampler(m)
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = source.fingerprint()
+    text = held_text = None
+    if cfg.text is not None:  # every caption's embeddings (held-out rows first), cached like the base's
+        processes = process_state()
+        text = prepare_text(cfg.text, source.captions, cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
+                            fingerprint=fingerprint, device=processes.device,
+                            split=dict(rank=processes.process_index, world_size=processes.num_processes,
+                                       barrier=processes.wait_for_everyone, shard_rows=SHARD_ROWS))
+        index = text.tensors["caption_index"]
+        pairs["caption_index"] = index[held:]
+        held_text = text.text_table[index[:held]]  # (held, L, D)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        unet = build_upsampler(m, text_width=text.encoder.hidden_size if text else None)
     denoiser = Denoiser(unet, alphas_cumprod(m.schedule), m.prediction_type)
     batches = random_batches(pairs, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names[held:])
-    result = train(unet, upsampler_loss(denoiser, m), batches, cfg.train, log_dir=out_dir, desc="upsampler",
+    loss_fn = upsampler_loss(denoiser, m, text.text_table if text else None, text.uncond if text else None)
+    result = train(unet, loss_fn, batches, cfg.train, log_dir=out_dir, desc="upsampler",
                    resume=resume, reset_data_position=reset_data_position, data_fingerprint=fingerprint)
 
     def save() -> dict:
@@ -215,7 +249,8 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
         if held:
             test = torch.arange(held)
             ours, bicubic = held_out_psnr(final, m, ImageRows(source, m.low_size, range(held))[test],
-                                          ImageRows(source, m.image_size, range(held))[test], steps=cfg.eval_steps)
+                                          ImageRows(source, m.image_size, range(held))[test], steps=cfg.eval_steps,
+                                          text=held_text)
         final.save_pretrained(out_dir, safe_serialization=True)
         info = {
             "component": "upsampler",
@@ -225,6 +260,7 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
             "low_size": m.low_size,
             "image_size": m.image_size,
             "sampling_noise_level": m.sampling_noise_level,
+            "text_encoder": text_encoder_info(cfg.text, text) if text else None,
             "data": str(data_dir),
             "data_split": split,
             "data_fingerprint": fingerprint,

@@ -236,13 +236,16 @@ def run_base(args, command: str) -> None:
 
 
 def register_upsampler(tsub) -> None:
-    u = tsub.add_parser("upsampler", formatter_class=Help, help="a cascade stage: super-resolution diffusion, images only",
+    u = tsub.add_parser("upsampler", formatter_class=Help, help="a cascade stage: super-resolution diffusion, "
+                        "optionally text-conditioned",
                         description="Trains a super-resolution diffusion U-Net on (small, large) pairs made from any "
-                        "image source (captions unused). The enlarged small image is concatenated to the noisy "
+                        "image source. The enlarged small image is concatenated to the noisy "
                         "input after noise-conditioning augmentation: in training it is noised to a random level "
-                        "(given to the network); at sampling a fixed level is used. Reports held-out PSNR against "
-                        "bicubic enlargement. Stages chain: train 16→32 and 32→64 for a 64 px cascade.")
-    u.add_argument("--data", required=True, type=Path, help=DATA_HELP + " (captions are not used)")
+                        "(given to the network); at sampling a fixed level is used. With --text-encoder it also "
+                        "gets the caption (attention-pooled into its timestep embedding, as Imagen's "
+                        "super-resolution U-Nets): give it the base's encoder and --max-length. Reports held-out "
+                        "PSNR against bicubic enlargement. Stages chain: train 16→32 and 32→64 for a 64 px cascade.")
+    u.add_argument("--data", required=True, type=Path, help=DATA_HELP + " (captions used only with --text-encoder)")
     add_split_flag(u)
     u.add_argument("--out", required=True, type=Path, help="component folder to write")
     u.add_argument("--low-size", type=positive_int, default=16, help="side of the input images, in pixels")
@@ -256,8 +259,20 @@ def register_upsampler(tsub) -> None:
                    "250 leaves signal 0.92, noise 0.39)")
     u.add_argument("--noise-level", type=non_negative_int, default=50,
                    help="the fixed augmentation level used at sampling, recorded in the component (50: noise 0.09)")
+    u.add_argument("--text-encoder", default=None,
+                   help="make the upsampler text-conditioned with this frozen encoder: the base's ('minilm', 'mpnet' "
+                   "or a local transformers folder); compose refuses one that differs from the base's. Default: no "
+                   "text")
+    u.add_argument("--max-length", type=positive_int, default=32,
+                   help="with --text-encoder: prompt length in tokens (the base's)")
+    u.add_argument("--pooled-text-heads", type=positive_int, default=8,
+                   help="with --text-encoder: heads of the attention pooling (must divide the text width)")
+    u.add_argument("--caption-dropout", type=fraction, default=0.1,
+                   help="with --text-encoder: share of training samples given the empty prompt")
     add_train_flags(u, steps=800, batch_size=32, lr=2e-3, ema=0.999)
     u.add_argument("--held-out", type=non_negative_int, default=128, help="images kept out of training to measure PSNR")
+    u.add_argument("--cache-dir", type=Path, default=None,
+                   help="with --text-encoder: where caption embeddings are cached (default OUT/cache)")
     u.set_defaults(run=run_upsampler)
 
 
@@ -268,8 +283,14 @@ def run_upsampler(args, command: str) -> None:
     model = UPSAMPLER_PRESETS[args.preset](args.low_size, args.size)
     model.prediction_type, model.min_snr_gamma = args.prediction, args.min_snr_gamma
     model.max_noise_level, model.sampling_noise_level = args.max_noise_level, args.noise_level
-    cfg = UpsamplerTrainConfig(model=model, train=train_config(args), held_out=args.held_out)
-    info = train_upsampler(args.data, args.out, cfg, command=command, resume=args.resume,
+    text = None
+    if args.text_encoder is not None:
+        from t2i.text import TextEncoderConfig
+
+        model.pooled_text_heads, model.caption_dropout = args.pooled_text_heads, args.caption_dropout
+        text = TextEncoderConfig(source=args.text_encoder, max_length=args.max_length)
+    cfg = UpsamplerTrainConfig(model=model, text=text, train=train_config(args), held_out=args.held_out)
+    info = train_upsampler(args.data, args.out, cfg, cache_dir=args.cache_dir, command=command, resume=args.resume,
                            reset_data_position=args.reset_data_position, split=split_arg(args))
     if report_stop(info, command) or not is_main_process():
         return
