@@ -23,8 +23,8 @@
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
 # Environment overrides (smoke tests and the experiments in BENCHMARKS.md; the shipped model used the defaults):
 # T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, BASE_SAMPLE_STEPS, UP_STEPS,
-# CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, UP_TEXT, CLIP_PRESET, EVAL_N, SEEN_N, GUIDANCE,
-# UP_SAMPLE_STEPS, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
+# CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, UP_TEXT, UP_GUIDANCE, CLIP_PRESET, EVAL_N, SEEN_N,
+# GUIDANCE, UP_SAMPLE_STEPS, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
 set -euo pipefail
 
 OUT=${1:-outputs/emoji64}
@@ -46,6 +46,7 @@ BASE_SAMPLE_STEPS=${BASE_SAMPLE_STEPS:-10}  # the base's sampling steps: 10 judg
 UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image)
 UP_STEPS=${UP_STEPS:-1500}            # × 32 images; 2.8 s of one core per step
 UP_TEXT=${UP_TEXT:-}                  # a text encoder (the base's: minilm) makes the upsampler text-conditioned
+UP_GUIDANCE=${UP_GUIDANCE:-}          # with UP_TEXT: the upsampler's stored guidance scale (BENCHMARKS.md: 4)
 CLIP_PRESET=${CLIP_PRESET:-small}
 CLIP_STEPS=${CLIP_STEPS:-2000}      # × 128 pairs; 0.4 s per step
 GUIDANCE=${GUIDANCE:-3}
@@ -185,7 +186,7 @@ done
 if has_variant cascade; then  # the base (lane "base") and the upsampler (lane "clip") into one pipeline
     stage compose-cascade $T2I compose --base "$OUT/base" --upsampler "$OUT/upsampler" --out "$OUT/cascade" \
         --text-encoder minilm --reference-text-encoder --guidance "$GUIDANCE" --steps "$BASE_SAMPLE_STEPS" \
-        --upsampler-steps "$UP_SAMPLE_STEPS"
+        --upsampler-steps "$UP_SAMPLE_STEPS" ${UP_GUIDANCE:+--upsampler-guidance "$UP_GUIDANCE"}
 fi
 echo "lanes done: $(for v in $VARIANTS; do printf '%s ' "$OUT/$v"; done)"
 

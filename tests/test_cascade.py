@@ -156,6 +156,12 @@ def test_a_text_conditioned_upsampler_composes_only_with_the_base_s_text_encoder
     assert pipe.stages[0]["text_conditioned"] and is_text_conditioned(pipe.upsamplers[0])
     images = pipe(["a red circle", "a blue square"], seed=0)
     assert [im.size for im in images] == [(16, 16), (16, 16)]
+    # Guidance of the upsampler against the empty prompt: 1 is none (the default), another scale changes the images.
+    assert np.array_equal(_arr(images), _arr(pipe(["a red circle", "a blue square"], seed=0, upsampler_guidance=1)))
+    guided = pipe(["a red circle", "a blue square"], seed=0, upsampler_guidance=4)
+    assert np.abs(_arr(guided) - _arr(images)).max() > 0
+    with pytest.raises(ValueError, match="at least 1"):
+        pipe("a red circle", upsampler_guidance=0.5)
     # The upsampler hears the prompt: the same small image, another prompt, another enlargement.
     x_t, cond = torch.randn(2, 2, 3, 16, 16, generator=torch.Generator().manual_seed(0)).unbind(0)
     red, blue = pipe.encode_prompts(["a red circle"] * 2), pipe.encode_prompts(["a blue square"] * 2)
@@ -168,6 +174,11 @@ def test_a_text_conditioned_upsampler_composes_only_with_the_base_s_text_encoder
         upsampler_network(pipe.upsamplers[0], level)
     with pytest.raises(ValueError, match="trained without text"):
         upsampler_network(_plain_unet(), level, text=red)
+    # A cascade whose upsamplers take no prompt refuses upsampler guidance, stored or asked for.
+    with pytest.raises(ValueError, match="needs a text-conditioned upsampler"):
+        _plain_cascade(base, shapes16, tmp_path)("a red circle", upsampler_guidance=2)
+    with pytest.raises(CompositionError, match="upsampler guidance needs a text-conditioned upsampler"):
+        compose_cascade(base[0], [tmp_path / "plain"], tmp_path / "pipe-g", defaults={"upsampler_guidance": 2})
     # Another prompt length than the base's: the pipeline could not hand it the base's embeddings.
     other = tmp_path / "told12"
     train_upsampler(shapes16, other, _text_upsampler_cfg(steps=1, max_length=12))
@@ -175,6 +186,12 @@ def test_a_text_conditioned_upsampler_composes_only_with_the_base_s_text_encoder
                                                r"\(16 tokens"):
         compose_cascade(base[0], [other], tmp_path / "pipe12")
     assert not (tmp_path / "pipe12").exists()
+
+
+def _plain_cascade(base, data, tmp_path):
+    """A cascade of `base` and a one-step upsampler without text (written to tmp_path/plain)."""
+    train_upsampler(data, tmp_path / "plain", _upsampler_cfg(steps=1, held_out=0))
+    return t2i.load(compose_cascade(base[0], [tmp_path / "plain"], tmp_path / "pipe-plain"))
 
 
 def _plain_unet():
@@ -375,8 +392,12 @@ def test_cli_trains_a_text_conditioned_upsampler_and_refuses_a_bad_pooling(base,
     flags = ["train", "upsampler", "--data", str(shapes16), "--low-size", "8", "--size", "16", "--preset", "tiny",
              "--steps", "2", "--batch-size", "8", "--held-out", "0", "--text-encoder", "minilm", "--max-length", "16"]
     assert main(flags + ["--out", str(up)]) == 0
-    assert main(["compose", "--base", str(base[0]), "--upsampler", str(up), "--out", str(pipe)]) == 0
-    assert json.loads((pipe / "t2i.json").read_text())["upsamplers"][0]["text_conditioned"] is True
+    assert main(["compose", "--base", str(base[0]), "--upsampler", str(up), "--out", str(pipe),
+                 "--upsampler-guidance", "2", "--steps", "2", "--upsampler-steps", "2"]) == 0
+    meta = json.loads((pipe / "t2i.json").read_text())
+    assert meta["upsamplers"][0]["text_conditioned"] is True and meta["defaults"]["upsampler_guidance"] == 2
+    assert main(["generate", "a red circle", "--model", str(pipe), "--n", "1", "--seed", "0",
+                 "--upsampler-guidance", "3", "--out", str(tmp_path / "images")]) == 0
     capsys.readouterr()
     assert main(flags + ["--out", str(tmp_path / "bad"), "--pooled-text-heads", "7"]) == 1
     err = capsys.readouterr().err

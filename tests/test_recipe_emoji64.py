@@ -1,5 +1,5 @@
-"""recipes/emoji64.sh end to end at a tiny size with both variants: its three lanes, the judging, the choice,
-the grid, and a rerun that skips what finished (the shipped model's recipe, run for real on a small corpus from
+"""recipes/emoji64.sh end to end at a tiny size with both variants (and a text-conditioned upsampler): its three
+lanes, the judging, the choice, the grid, and a rerun that skips what finished (the shipped model's recipe, run for real on a small corpus from
 the fetched packages)."""
 
 import json
@@ -17,7 +17,7 @@ RECIPE = Path(__file__).parents[1] / "recipes" / "emoji64.sh"
 TINY = {"DATA_ARGS": "--limit 20 --offline", "AE_PRESET": "tiny", "AE_STEPS": "4", "GEN_PRESET": "tiny",
         "GEN_STEPS": "4", "BASE_PRESET": "tiny", "BASE_STEPS": "4", "UP_PRESET": "tiny", "UP_STEPS": "4",
         "CLIP_PRESET": "tiny", "CLIP_STEPS": "4", "EVAL_N": "16", "SEEN_N": "8", "PROGRESS_EVERY": "1",
-        "JUDGE_THREADS": "1", "VARIANTS": "latent cascade"}
+        "JUDGE_THREADS": "1", "VARIANTS": "latent cascade", "UP_TEXT": "minilm", "UP_GUIDANCE": "2"}
 
 
 def _run(out: Path) -> subprocess.CompletedProcess:
@@ -43,7 +43,9 @@ def test_the_recipe_trains_judges_chooses_and_resumes(tmp_path):
     assert f"the better variant by held-out FID: {best}" in first.stdout
     assert json.loads((out / "pipeline" / "t2i.json").read_text())["variant"] == best
     assert (out / "grid.png").is_file()
-    assert json.loads((out / "cascade" / "t2i.json").read_text())["defaults"]["steps"] == 10  # BASE_SAMPLE_STEPS
+    cascade = json.loads((out / "cascade" / "t2i.json").read_text())
+    assert cascade["defaults"]["steps"] == 10  # BASE_SAMPLE_STEPS
+    assert cascade["upsamplers"][0]["text_conditioned"] and cascade["defaults"]["upsampler_guidance"] == 2  # UP_TEXT
     stages = [line.split("\t")[0] for line in (out / "times.tsv").read_text().splitlines()[1:]]
     assert {"data", "autoencoder", "generator", "clip", "base", "upsampler", "judge", "grid"} <= set(stages)
     # A rerun trains nothing again: every finished stage is skipped, the result stays.

@@ -72,6 +72,9 @@ def compose_cascade(base_dir: str | Path, upsampler_dirs: list[str | Path], out_
     max_length = base_info["text_encoder"]["max_length"]
     problems = check_chain(base_info, up_infos, [str(d) for d in upsampler_dirs])
     problems += check_upsampler_text(base_info, up_infos, [str(d) for d in upsampler_dirs])
+    if (defaults or {}).get("upsampler_guidance", 1) != 1 and not any(i.get("text_encoder") for i in up_infos):
+        problems.append("upsampler guidance needs a text-conditioned upsampler (t2i train upsampler --text-encoder); "
+                        "these take no prompt")
     problems += text_fit_problems(read_json(text_folder / "config.json"), max_length,
                                   read_json(base_dir / "config.json"), base_info, part="base")
     if not force and weights_digest(text_folder) != base_info["text_encoder"]["weights_digest"]:

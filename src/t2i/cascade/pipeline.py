@@ -44,6 +44,7 @@ from t2i.text import TextEncoder
 CASCADE_DEFAULTS = {
     "upsampler_steps": 10,  # sampling steps of each super-resolution stage
     "dynamic_threshold": None,  # percentile for Imagen's dynamic thresholding at every stage; None: off
+    "upsampler_guidance": 1.0,  # classifier-free guidance scale of every text-conditioned stage (1: none)
 }
 
 
@@ -54,13 +55,14 @@ class CascadeOptions:
     upsampler_steps: int  # sampling steps of each super-resolution stage
     noise_levels: tuple[int, ...]  # each stage's augmentation level of the small image (a training timestep)
     dynamic_threshold: float | None  # percentile of Imagen's dynamic thresholding at every stage; None: off
+    upsampler_guidance: float  # guidance scale of every text-conditioned stage (against the empty prompt)
 
 
 class CascadePipeline(Pipeline):
     """Text encoder → base U-Net over small RGB images → one or more super-resolution U-Nets."""
 
     samplers = tuple(SAMPLERS)
-    options = ("upsampler_steps", "noise_level", "dynamic_threshold")
+    options = ("upsampler_steps", "noise_level", "dynamic_threshold", "upsampler_guidance")
 
     def __init__(self, text_encoder: TextEncoder, base, upsamplers: list, info: dict, *,
                  speed: SpeedConfig | None = None):
@@ -130,7 +132,7 @@ class CascadePipeline(Pipeline):
             pixels = F.interpolate(pixels.float(), size=size, mode="nearest")
         return [to_pil(p) for p in pixels]
 
-    def _options(self, upsampler_steps, noise_level, dynamic_threshold) -> CascadeOptions:
+    def _options(self, upsampler_steps, noise_level, dynamic_threshold, upsampler_guidance=None) -> CascadeOptions:
         upsampler_steps = int(upsampler_steps if upsampler_steps is not None else self.defaults["upsampler_steps"])
         if upsampler_steps < 1:
             raise ValueError(f"upsampler steps must be at least 1, got {upsampler_steps}")
@@ -147,7 +149,13 @@ class CascadePipeline(Pipeline):
         threshold = dynamic_threshold if dynamic_threshold is not None else self.defaults["dynamic_threshold"]
         if threshold is not None and not 0 <= threshold <= 1:
             raise ValueError(f"dynamic thresholding percentile must be in (0, 1] (0: off), got {threshold}")
-        return CascadeOptions(upsampler_steps, tuple(levels), threshold or None)
+        scale = float(upsampler_guidance if upsampler_guidance is not None else self.defaults["upsampler_guidance"])
+        if scale < 1:
+            raise ValueError(f"upsampler guidance must be at least 1 (1: none), got {scale}")
+        if scale != 1 and not any(stage.get("text_conditioned") for stage in self.stages):
+            raise ValueError(f"upsampler guidance {scale} needs a text-conditioned upsampler; this cascade's take no "
+                             "prompt")
+        return CascadeOptions(upsampler_steps, tuple(levels), threshold or None, scale)
 
     @torch.inference_mode()
     def _sample(self, r: Request, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
@@ -178,13 +186,16 @@ class CascadePipeline(Pipeline):
         done = r.steps
         for stage, unet, level in zip(self.stages, self._upsampler_modules, o.noise_levels):
             ac = alphas_cumprod(NoiseScheduleConfig(**stage["schedule"]))
-            text = cond if stage.get("text_conditioned") else None  # the prompt, never the guidance's negative
+            told = stage.get("text_conditioned")  # the prompt, guided against the empty one (not the negative prompt)
+            text = cond if told else None
+            scale = o.upsampler_guidance if told else 1.0
+            uncond_text = self.unconditional(("",)) if scale != 1 else None
             pixels = super_resolve(
                 unet, pixels, factor=stage["image_size"] // stage["low_size"], alphas_cumprod=ac,
                 prediction_type=stage["prediction_type"], noise_level=level,
                 timesteps=spaced_timesteps(ac.shape[0], o.upsampler_steps), sampler=r.sampler,
                 generators=generators, dynamic_threshold=threshold, autocast_dtype=self._autocast, text=text,
-                callback=callback(done)).clamp(-1, 1)
+                uncond_text=uncond_text, guidance=scale, callback=callback(done)).clamp(-1, 1)
             done += o.upsampler_steps
         return pixels
 
@@ -195,13 +206,14 @@ class CascadePipeline(Pipeline):
                  seed: int | list[int] | None = None, sampler: str | None = None, height: int | None = None,
                  width: int | None = None, callback: Callable[[int, int, list[Image.Image]], None] | None = None,
                  upsampler_steps: int | None = None, noise_level: int | list[int] | None = None,
-                 dynamic_threshold: float | None = None) -> list[Image.Image]:
+                 dynamic_threshold: float | None = None, upsampler_guidance: float | None = None) -> list[Image.Image]:
         """Generate `num_images` images per prompt (seeds as in `LatentPipeline`). `steps` and `guidance` are the
         base's; each upsampler runs `upsampler_steps` steps with its augmentation level `noise_level` (one for
         all stages, one per stage, or None: each stage's recorded level). `dynamic_threshold` is a percentile
-        (0: off). `callback(step, total, previews)` gets each step's predicted clean image, stage after stage,
+        (0: off). `upsampler_guidance`: classifier-free guidance of text-conditioned stages against the empty
+        prompt (1: none; default: the folder's). `callback(step, total, previews)` gets each step's predicted clean image, stage after stage,
         enlarged to the output size; `total` counts the steps of every stage."""
-        options = self._options(upsampler_steps, noise_level, dynamic_threshold)
+        options = self._options(upsampler_steps, noise_level, dynamic_threshold, upsampler_guidance)
         r = self.request(prompt, negative_prompt=negative_prompt, num_images=num_images, steps=steps,
                          guidance=guidance, seed=seed, sampler=sampler, height=height, width=width, options=options)
         total = r.steps + len(self.stages) * options.upsampler_steps

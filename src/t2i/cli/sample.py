@@ -40,6 +40,8 @@ def register(sub) -> None:
                    "recorded in training)")
     m.add_argument("--dynamic-threshold", type=float, default=None, metavar="P",
                    help="cascade: default percentile for Imagen's dynamic thresholding (e.g. 0.995; default off)")
+    m.add_argument("--upsampler-guidance", type=float, default=None, metavar="SCALE",
+                   help="cascade: default classifier-free guidance of text-conditioned upsamplers (default 1: none)")
     add_token_flags(m, stored=True)
     m.set_defaults(run=run_compose)
 
@@ -70,6 +72,9 @@ def register(sub) -> None:
     gen.add_argument("--dynamic-threshold", type=float, default=None, metavar="P",
                      help="cascade: Imagen's dynamic thresholding at percentile P, e.g. 0.995; 0 turns it off "
                      "(default: the pipeline's)")
+    gen.add_argument("--upsampler-guidance", type=float, default=None, metavar="SCALE",
+                     help="cascade: classifier-free guidance of text-conditioned upsamplers against the empty prompt "
+                     "(1: none; default: the pipeline's)")
     add_token_flags(gen, stored=False)
     gen.add_argument("--candidates", type=positive_int, default=None, metavar="N",
                      help="tokens pipelines: draw N images per prompt and keep the best --n by CLIP score "
@@ -92,7 +97,8 @@ def add_token_flags(p, *, stored: bool) -> None:
                    "in (0, 1]")
 
 
-STORED_DEFAULTS = ("guidance", "steps", "upsampler_steps", "dynamic_threshold", "temperature", "top_k", "top_p")
+STORED_DEFAULTS = ("guidance", "steps", "upsampler_steps", "dynamic_threshold", "upsampler_guidance", "temperature",
+                   "top_k", "top_p")
 
 
 def _flag(name: str) -> str:
@@ -124,7 +130,8 @@ def run_compose(args, command: str) -> None:
 
 
 # `t2i generate` flags that only some variants take, named as their pipeline's keyword options
-GENERATE_OPTIONS = ("upsampler_steps", "noise_level", "dynamic_threshold", "temperature", "top_k", "top_p", "candidates")
+GENERATE_OPTIONS = ("upsampler_steps", "noise_level", "dynamic_threshold", "upsampler_guidance", "temperature", "top_k",
+                    "top_p", "candidates")
 
 
 def run_generate(args, command: str) -> None:
