@@ -211,8 +211,8 @@ class CascadePipeline(Pipeline):
         base's; each upsampler runs `upsampler_steps` steps with its augmentation level `noise_level` (one for
         all stages, one per stage, or None: each stage's recorded level). `dynamic_threshold` is a percentile
         (0: off). `upsampler_guidance`: classifier-free guidance of text-conditioned stages against the empty
-        prompt (1: none; default: the folder's). `callback(step, total, previews)` gets each step's predicted clean image, stage after stage,
-        enlarged to the output size; `total` counts the steps of every stage."""
+        prompt (1: none; default: the folder's). `callback(step, total, previews)` gets each step's predicted
+        clean image, stage after stage, enlarged to the output size; `total` counts the steps of every stage."""
         options = self._options(upsampler_steps, noise_level, dynamic_threshold, upsampler_guidance)
         r = self.request(prompt, negative_prompt=negative_prompt, num_images=num_images, steps=steps,
                          guidance=guidance, seed=seed, sampler=sampler, height=height, width=width, options=options)

@@ -210,7 +210,7 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
     check_upsampler_config(cfg.model)  # a bad config fails before any data is read
     m = cfg.model
     if bool(m.pooled_text_heads) != (cfg.text is not None):
-        raise ValueError("a text-conditioned upsampler (pooled_text_heads > 0) needs a text encoder, and only it"
+        raise ValueError("a text-conditioned upsampler (pooled_text_heads > 0) needs a text encoder (cfg.text)"
                          if cfg.text is None else "a text encoder was given to an upsampler without text "
                          "(pooled_text_heads 0)")
     if cfg.text is not None and cfg.text.source == SCRATCH:
