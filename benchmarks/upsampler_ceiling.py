@@ -3,7 +3,8 @@
 The real images of `t2i compare`'s prompts (the same seeded subsets of the seen and the held-out split) are
 judged three ways by the compare's own judges (the evaluator CLIP for recognition and FID, the pixel style
 judge): as they are; shrunk to the base's size and enlarged bicubic; shrunk and enlarged by each pipeline's
-first upsampler (its recorded noise level, its default upsampler steps, the prompt for a text-conditioned one).
+first upsampler (its recorded noise level, the folder's upsampler steps and, for a text-conditioned one, the
+prompt and the folder's upsampler guidance).
 A generated image can at best reach the row of its upsampler on real small images: the gap between that row
 and the model's own figures in compare.md is the base's.
 
@@ -46,10 +47,12 @@ def enlarge_with(pipe, low: torch.Tensor, captions: list[str], *, batch_size: in
     for i in range(0, len(low), batch_size):
         generators = [torch.Generator().manual_seed(k) for k in range(i, min(i + batch_size, len(low)))]
         text = pipe.encode_prompts(captions[i : i + batch_size]) if stage.get("text_conditioned") else None
+        scale = pipe.defaults["upsampler_guidance"] if text is not None else 1.0
         out.append(super_resolve(unet, low[i : i + batch_size], factor=stage["image_size"] // stage["low_size"],
                                  alphas_cumprod=ac, prediction_type=stage["prediction_type"],
                                  noise_level=stage["noise_level"], timesteps=steps, sampler="dpmpp_2m",
-                                 generators=generators, text=text,
+                                 generators=generators, text=text, guidance=scale,
+                                 uncond_text=pipe.unconditional(("",)) if scale != 1 else None,
                                  autocast_dtype=torch.bfloat16 if pipe.bf16 else None).clamp(-1, 1))
     return [to_pil(x) for x in torch.cat(out)]
 
