@@ -111,36 +111,16 @@ def build_upsampler(cfg: UpsamplerConfig, *, text_width: int | None = None):
 
     check_upsampler_config(cfg)
     levels = len(cfg.block_out_channels)
+    shared = dict(sample_size=cfg.image_size, in_channels=6, out_channels=3,
+                  down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
+                  block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+                  norm_num_groups=cfg.norm_num_groups, class_embed_type="timestep")
     if cfg.pooled_text_heads:
         if text_width is None or text_width % cfg.pooled_text_heads:
             raise ValueError(f"pooled_text_heads {cfg.pooled_text_heads} must divide the text width {text_width}")
-        return UNet2DConditionModel(
-            sample_size=cfg.image_size,
-            in_channels=6,
-            out_channels=3,
-            down_block_types=("DownBlock2D",) * levels,
-            up_block_types=("UpBlock2D",) * levels,
-            mid_block_type="UNetMidBlock2D",
-            block_out_channels=tuple(cfg.block_out_channels),
-            layers_per_block=cfg.layers_per_block,
-            norm_num_groups=cfg.norm_num_groups,
-            cross_attention_dim=text_width,
-            class_embed_type="timestep",
-            addition_embed_type="text",
-            addition_embed_type_num_heads=cfg.pooled_text_heads,
-        )
-    return UNet2DModel(
-        sample_size=cfg.image_size,
-        in_channels=6,
-        out_channels=3,
-        down_block_types=("DownBlock2D",) * levels,
-        up_block_types=("UpBlock2D",) * levels,
-        block_out_channels=tuple(cfg.block_out_channels),
-        layers_per_block=cfg.layers_per_block,
-        norm_num_groups=cfg.norm_num_groups,
-        add_attention=cfg.mid_attention,
-        class_embed_type="timestep",
-    )
+        return UNet2DConditionModel(**shared, mid_block_type="UNetMidBlock2D", cross_attention_dim=text_width,
+                                    addition_embed_type="text", addition_embed_type_num_heads=cfg.pooled_text_heads)
+    return UNet2DModel(**shared, add_attention=cfg.mid_attention)
 
 
 def upsample(images: torch.Tensor, factor: int) -> torch.Tensor:
