@@ -28,12 +28,10 @@ import t2i
 from t2i.cascade.model import upsample
 from t2i.cascade.sample import super_resolve
 from t2i.cli.evaluate import default_cache_dir
-from t2i.data import dataset_fingerprint, scan_folder
 from t2i.data.layout import TRAIN
 from t2i.evaluation import compare as C
-from t2i.evaluation.clip import ClipExtractor
 from t2i.evaluation.metrics import frechet_distance
-from t2i.evaluation.reference import evaluation_subset, reference_features
+from t2i.evaluation.reference import evaluation_subset
 from t2i.images import load_image, to_pil, to_tensor
 from t2i.sampling import NoiseScheduleConfig, alphas_cumprod, spaced_timesteps
 
@@ -76,18 +74,9 @@ def main() -> None:
         raise SystemExit("every --model must be a cascade whose first upsampler takes the same size")
     low_size = lows.pop()
 
-    records, _ = scan_folder(args.data, verify=False)
-    size = C.data_image_size(records)[0]
-    fingerprint = dataset_fingerprint(args.data)
-    bank_rows = evaluation_subset(records, len(records))
-    clip = ClipExtractor.from_folder(args.clip)
-    bank = reference_features(args.data, clip, resolution=size, n=len(records), cache_dir=cache, records=records,
-                              fingerprint=fingerprint).features
-    held_mask = torch.tensor([r.extra.get("split") == C.HELD_OUT for r in bank_rows])
-    train_mask = torch.tensor([r.extra.get("split", TRAIN) == TRAIN for r in bank_rows])
-    judge, judge_info = C.style_judge(bank, bank_rows, held_mask, train_mask, size, fingerprint, cfg, cache)
-    where = {str(r.path): i for i, r in enumerate(bank_rows)}
-    concepts = [r.extra[cfg.concept_field] for r in bank_rows]
+    j = C.Judges.build(args.data, args.clip, cfg, cache_dir=cache)
+    records, size, bank, judge, judge_info = j.records, j.size, j.bank, j.classifier, j.judge
+    concepts = [r.extra[cfg.concept_field] for r in j.bank_rows]
     splits = {"seen": [r for r in records if r.extra.get("split", TRAIN) == TRAIN],
               "held_out": [r for r in records if r.extra.get("split") == C.HELD_OUT]}
 
@@ -107,14 +96,14 @@ def main() -> None:
         styles = [r.extra[cfg.style_field] for r in rows]
         wanted = [r.extra[cfg.concept_field] for r in rows]
         for way, images in ways.items():
-            features = clip(images)
-            ranked = C.concept_ranks(features, bank, concepts, exclude=[where[str(r.path)] for r in rows])
+            features = j.clip(images)
+            ranked = C.concept_ranks(features, bank, concepts, exclude=[j.where[str(r.path)] for r in rows])
             predicted = judge.predict(images)
             row = result["rows"].setdefault(way, {})
             row[part] = {"top5": C.top_k_rate(ranked, wanted, 5), "style": C.accuracy(predicted, styles),
                          "style_per_set": C.per_group([a == b for a, b in zip(predicted, styles)], styles)}
             if part == "held_out":
-                row[part]["fid"] = frechet_distance(bank[held_mask], features)
+                row[part]["fid"] = frechet_distance(bank[j.held_mask], features)
 
     print(f"\nstyle judge: {judge_info['held_out_real_accuracy']:.1%} of the held-out real images named right\n")
     print("| images | seen top-5 | seen style ✓ | held-out top-5 | held-out style ✓ | held-out FID ↓ |")

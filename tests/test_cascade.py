@@ -402,6 +402,7 @@ def test_cli_trains_a_text_conditioned_upsampler_and_refuses_a_bad_pooling(base,
     assert main(flags + ["--out", str(tmp_path / "bad"), "--pooled-text-heads", "7"]) == 1
     err = capsys.readouterr().err
     assert "pooled_text_heads 7 must divide the text width 384" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()  # refused before the captions were encoded: nothing written
 
 
 def test_cascade_options_are_refused_for_a_latent_pipeline(pipeline_dir, tmp_path, capsys):

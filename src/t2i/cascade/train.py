@@ -30,7 +30,7 @@ from t2i.text.conditioning import caption_embeddings, prepare_text, save_trained
 from t2i.diffusion.loss import diffusion_loss
 from t2i.diffusion.unet import GeneratorConfig, build_unet
 from t2i.sampling import Denoiser, alphas_cumprod, spaced_timesteps
-from t2i.text import SCRATCH, TextEncoderConfig
+from t2i.text import SCRATCH, TextEncoderConfig, text_width
 from t2i.training.batches import sample_rand, sample_randint, sample_randn
 from t2i.training.finish import finish_training
 from t2i.training.trainer import TrainConfig, process_state, random_batches, resume_point, train
@@ -215,6 +215,8 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
                          "(pooled_text_heads 0)")
     if cfg.text is not None and cfg.text.source == SCRATCH:
         raise ValueError("an upsampler takes the base's frozen text encoder, not one trained from scratch")
+    if cfg.text is not None and text_width(cfg.text) % m.pooled_text_heads:  # before the captions are encoded
+        raise ValueError(f"pooled_text_heads {m.pooled_text_heads} must divide the text width {text_width(cfg.text)}")
     source = open_source(data_dir, split=split)
     held = min(cfg.held_out, len(source) // 10)
     # Both sizes come from the source file through one resize (load_image), exactly as the base's training

@@ -185,6 +185,51 @@ def measure(images: list[Image.Image], prompts: list[str], rows: list[Record], *
     return out
 
 
+@dataclass
+class Judges:
+    """What every comparison on a corpus judges with: its records and image size, the evaluator CLIP, every corpus
+    image's features (`bank`, rows in `bank_rows` order; `where`: a path's row), the held-out and training masks
+    over them, and the style judge (`judge`: what it is and how often it names real held-out images right)."""
+
+    records: list[Record]
+    size: int
+    fingerprint: str
+    clip: ClipExtractor
+    bank: torch.Tensor
+    bank_rows: list[Record]
+    where: dict[str, int]
+    held_mask: torch.Tensor
+    train_mask: torch.Tensor
+    classifier: StyleClassifier | PixelStyleClassifier
+    judge: dict
+
+    @classmethod
+    def build(cls, data_dir: str | Path, clip_dir: str | Path, cfg: CompareConfig, *,
+              cache_dir: str | Path | None = None) -> Judges:
+        """Scan the corpus, check it has what a comparison needs, and load or compute the features and the judge
+        (both cached on disk, keyed by the corpus's fingerprint)."""
+        records, _ = scan_folder(data_dir, verify=False)
+        for name in (cfg.concept_field, cfg.style_field):
+            _field(records[0], name)  # fail before anything slow
+        held = sum(r.extra.get("split") == HELD_OUT for r in records)
+        seen = sum(r.extra.get("split", TRAIN) == TRAIN for r in records)
+        if held < 2 or seen < 2:
+            raise ValueError(f"{data_dir} has {held} held-out and {seen} training rows; t2i compare needs both "
+                             "(a corpus with a held-out split, as t2i data emoji-sets writes)")
+        size = data_image_size(records)[0]
+        clip = ClipExtractor.from_folder(clip_dir)
+        # Every corpus image's features, in the order of the seeded subset of all of them (cached on disk).
+        fingerprint = dataset_fingerprint(data_dir)
+        bank_rows = evaluation_subset(records, len(records))
+        bank = reference_features(data_dir, clip, resolution=size, n=len(records), cache_dir=cache_dir,
+                                  records=records, fingerprint=fingerprint).features
+        held_mask = torch.tensor([r.extra.get("split") == HELD_OUT for r in bank_rows])
+        train_mask = torch.tensor([r.extra.get("split", TRAIN) == TRAIN for r in bank_rows])
+        classifier, judge = style_judge(bank, bank_rows, held_mask, train_mask, size, fingerprint, cfg, cache_dir)
+        return cls(records, size, fingerprint, clip, bank, bank_rows, {str(r.path): i for i, r in enumerate(bank_rows)},
+                   held_mask, train_mask, classifier, judge)
+
+
 def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: str | Path, out_dir: str | Path,
                       cfg: CompareConfig, *, cache_dir: str | Path | None = None, command: str | None = None,
                       speed=None) -> dict:
@@ -195,25 +240,11 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
     if cfg.style_judge not in STYLE_JUDGES:
         raise ValueError(f"unknown style judge {cfg.style_judge!r}: one of {', '.join(STYLE_JUDGES)}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    records, _ = scan_folder(data_dir, verify=False)
-    for name in (cfg.concept_field, cfg.style_field):
-        _field(records[0], name)  # fail before anything slow
-    size = data_image_size(records)[0]
+    j = Judges.build(data_dir, clip_dir, cfg, cache_dir=cache_dir)
+    records, size, clip, bank, bank_rows, where = j.records, j.size, j.clip, j.bank, j.bank_rows, j.where
     held = [r for r in records if r.extra.get("split") == HELD_OUT]
     seen = [r for r in records if r.extra.get("split", TRAIN) == TRAIN]
-    if len(held) < 2 or len(seen) < 2:
-        raise ValueError(f"{data_dir} has {len(held)} held-out and {len(seen)} training rows; t2i compare needs both "
-                         "(a corpus with a held-out split, as t2i data emoji-sets writes)")
-    clip = ClipExtractor.from_folder(clip_dir)
-    # Every corpus image's features, in the order of the seeded subset of all of them (cached on disk).
-    fingerprint = dataset_fingerprint(data_dir)
-    bank_rows = evaluation_subset(records, len(records))
-    bank = reference_features(data_dir, clip, resolution=size, n=len(records), cache_dir=cache_dir,
-                              records=records, fingerprint=fingerprint).features
-    where = {str(r.path): i for i, r in enumerate(bank_rows)}
-    held_mask = torch.tensor([r.extra.get("split") == HELD_OUT for r in bank_rows])
-    train_mask = torch.tensor([r.extra.get("split", TRAIN) == TRAIN for r in bank_rows])
-    classifier, judge = style_judge(bank, bank_rows, held_mask, train_mask, size, fingerprint, cfg, cache_dir)
+    classifier, judge, held_mask = j.classifier, j.judge, j.held_mask
     real_held_out = bank[held_mask]
     held_rows = evaluation_subset(held, cfg.n_held_out, seed=cfg.seed)
     seen_rows = evaluation_subset(seen, cfg.n_seen, seed=cfg.seed)
@@ -225,7 +256,7 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
         return measure(images, [r.caption for r in rows], rows, exclude=feats_index, **common)
 
     result = {
-        "data": str(data_dir), "data_fingerprint": fingerprint, "image_size": size, "clip_model": clip.name,
+        "data": str(data_dir), "data_fingerprint": j.fingerprint, "image_size": size, "clip_model": clip.name,
         "config": asdict(cfg), "speed": asdict(speed) if speed is not None else None, "command": command,
         "corpus_images": len(records),
         "held_out_images": len(held), "concepts": len(set(_field(r, cfg.concept_field) for r in records)),

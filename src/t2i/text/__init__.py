@@ -10,6 +10,7 @@ from t2i.text.encoder import (
     minilm_path,
     scratch_text_encoder,
     source_folder,
+    text_width,
 )
 from t2i.text.packaged import MPNET, mpnet_path
 
@@ -25,4 +26,5 @@ __all__ = [
     "mpnet_path",
     "scratch_text_encoder",
     "source_folder",
+    "text_width",
 ]

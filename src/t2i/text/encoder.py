@@ -179,6 +179,15 @@ def scratch_text_encoder(config: TextEncoderConfig) -> TextEncoder:
     return TextEncoder(tokenizer, model, config.max_length)
 
 
+def text_width(config: TextEncoderConfig) -> int:
+    """The width D of the encoder's token embeddings, read from its config alone (no weights loaded)."""
+    if config.source == SCRATCH:
+        return config.scratch_hidden_size
+    from transformers import AutoConfig
+
+    return _hidden_size(AutoConfig.from_pretrained(source_folder(config.source)))
+
+
 def build_text_encoder(config: TextEncoderConfig) -> TextEncoder:
     """The encoder named by `config.source`."""
     if config.source == SCRATCH:
