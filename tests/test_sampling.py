@@ -145,6 +145,26 @@ def test_guidance_scale_one_is_the_conditional_denoiser(unet):
     assert batch_sizes[-1] == 2 * B  # one batched forward over [uncond; cond]
 
 
+def test_guidance_interval_guides_only_the_timesteps_inside_it(unet):
+    batch_sizes = []
+
+    def net(x_t, t, cond):
+        batch_sizes.append(x_t.shape[0])
+        return unet(x_t, t, encoder_hidden_states=cond).sample
+
+    den = Denoiser(net, AC, "v_prediction")
+    everywhere, limited = guided(den, COND, UNCOND, 3.0), guided(den, COND, UNCOND, 3.0, interval=(200, 800))
+    high, mid = torch.tensor([900, 900]), torch.tensor([500, 500])
+    assert torch.equal(limited(NOISE, high), den(NOISE, high, COND))  # outside: the conditional prediction
+    assert batch_sizes[-2:] == [B, B]  # ... from a forward over the B conditional samples only
+    assert torch.equal(limited(NOISE, mid), everywhere(NOISE, mid))  # inside: guided as without an interval
+    assert max_rel_err(everywhere(NOISE, high), den(NOISE, high, COND)) > 1e-2  # so the interval did change t=900
+    mixed = limited(NOISE, torch.tensor([500, 900]))  # per image, when a batch mixes timesteps
+    assert torch.equal(mixed[0], everywhere(NOISE, torch.tensor([500, 900]))[0])
+    # the second is the conditional half of the batched forward (equal to a separate one up to the last bits)
+    assert max_rel_err(mixed[1], den(NOISE, torch.tensor([500, 900]), COND)[1]) < 1e-5
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_guidance_in_x0_space_equals_guiding_the_network_output(unet, prediction_type):
     den = Denoiser(unet_network(unet), AC, prediction_type)

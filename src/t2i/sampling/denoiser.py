@@ -135,12 +135,15 @@ class FlowDenoiser:
 
 
 def guided(
-    denoiser: Denoiser, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float
+    denoiser: Denoiser, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float, *,
+    interval: tuple[float, float] | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Classifier-free guidance (Ho & Salimans 2022): x0 = x0_u + scale·(x0_c − x0_u).
 
     `cond` is (B, L, D); `uncond` is (B, L, D) or (1, L, D), broadcast to B (a negative prompt replaces the
     empty prompt here). Both halves run as ONE batched forward over [uncond; cond]; scale 1 runs only cond.
+    `interval` (lo, hi): guide only the steps whose timestep t has lo ≤ t ≤ hi, and run the others on `cond` alone
+    (guidance in a limited interval, Kynkäänniemi et al. 2024: guidance at the noisiest steps costs diversity).
     """
     if scale == 1:
         return lambda x_t, t: denoiser(x_t, t, cond)
@@ -155,11 +158,15 @@ def guided(
         if x_t.shape[0] != cond.shape[0]:
             raise ValueError(f"{x_t.shape[0]} samples, but conditional embeddings for {cond.shape[0]}")
         t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])  # (B,)
+        inside = None if interval is None else (t >= interval[0]) & (t <= interval[1])  # (B,)
+        if inside is not None and not inside.any():  # a step outside the interval: the conditional pass alone
+            return denoiser(x_t, t, cond)
         x0_u, x0_c = denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)  # (B, C, H, W) each
         # Guiding x0 is guiding the raw output: at fixed (x_t, t), x0 = a·x_t + b·out is affine in the output,
         # and the weights (1 − scale) + scale sum to 1, so the a·x_t term passes through unchanged. Hence the
         # same result for ε, v or x0 networks (tested), and diffusers' pipeline (which guides ε or v) agrees.
         # The same holds for a FlowDenoiser (x0 = x_t − t·v): guiding x0 is guiding the velocity.
-        return x0_u + scale * (x0_c - x0_u)
+        x0 = x0_u + scale * (x0_c - x0_u)
+        return x0 if inside is None else torch.where(inside.reshape(-1, *[1] * (x0.dim() - 1)), x0, x0_c)
 
     return denoise
