@@ -7,7 +7,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from t2i.cli import main
-from t2i.evaluation.compare import StyleClassifier, accuracy, concept_ranks, enlarge, per_group, top_k_rate
+from t2i.evaluation.compare import StyleClassifier, accuracy, concept_ranks, enlarge, per_group, reference_rows, top_k_rate
 
 
 def test_concepts_rank_by_their_nearest_image_each_counted_once():
@@ -92,6 +92,14 @@ def _corpus(folder, size=64):
     return folder
 
 
+def test_seen_fid_reference_rows_are_training_rows_that_no_judged_prompt_owns():
+    mask = torch.tensor([True, False, True, True, True, False, True, True])
+    rows = reference_rows(mask, judged=[2, 6], n=3, seed=0).tolist()
+    assert len(rows) == 3 == len(set(rows)) and set(rows) <= {0, 3, 4, 7}
+    assert reference_rows(mask, judged=[2, 6], n=3, seed=0).tolist() == rows  # seeded
+    assert sorted(reference_rows(mask, judged=[2, 6], n=10, seed=1).tolist()) == [0, 3, 4, 7]  # fewer than asked
+
+
 def test_compare_judges_a_smaller_model_enlarged_beside_the_real_ceilings(pipeline_dir, tmp_path):
     data = _corpus(tmp_path / "corpus")
     clip = tmp_path / "clip"
@@ -111,7 +119,9 @@ def test_compare_judges_a_smaller_model_enlarged_beside_the_real_ceilings(pipeli
         assert 0 <= part["top1"] <= part["top5"] <= 1 and 0 <= part["style_accuracy"] <= 1
     assert model["held_out"]["n"] == 16 and model["seen"]["n"] == 12
     assert model["held_out"]["fid"] > 0 and model["held_out"]["kid"] == model["held_out"]["kid"]
-    assert "fid" not in model["seen"]
+    # Seen FID: against as many training images as the held-out split has (16), none a judged prompt's own
+    assert result["seen_reference_images"] == 16 and model["seen"]["fid"] > 0 and result["real"]["seen"]["fid"] > 0
+    assert "fid" not in result["real"]["held_out"]  # its real images are among the reference: no floor to report
     # Four concepts: every real image finds its concept among the top 4 of 4, and the top 5 is all of them.
     assert result["real"]["seen"]["top5"] == 1.0
     # Colour is the style here: the pixel judge, trained on the 48 training images, reads the style of the held-out
@@ -124,6 +134,7 @@ def test_compare_judges_a_smaller_model_enlarged_beside_the_real_ceilings(pipeli
     table = (out / "compare.md").read_text()
     assert f"names the set of {judge['held_out_real_accuracy']:.1%} of the held-out concepts' real images" in table
     assert f"| {pipeline_dir.name} (" in table and f"{small} → 64" in table and "real images (ceiling)" in table
+    assert f"{pipeline_dir.name} {model['seen']['fid']:.2f}; real images {result['real']['seen']['fid']:.2f}" in table
     assert result["speed"]["bf16"] is None and model["bf16"] is False and ", bf16)" not in table
     # The speed flags apply to every model and are recorded: the same judging with the U-Net in bfloat16 (and the
     # earlier style judge, a linear classifier on the CLIP's features: even a CLIP trained 30 steps sees colour).

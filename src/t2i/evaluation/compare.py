@@ -6,7 +6,8 @@ style), a style (`set`) and a split (concept families held out of training). Per
 - **held-out concepts** (never drawn in training in any style): FID and KID of N generated images against every
   held-out real image, CLIP score (and its floor with shuffled captions), and whether the prompted concept is
   recognised;
-- **seen concepts** (the training split): recognition and style, overall and per set.
+- **seen concepts** (the training split): recognition and style, overall and per set, and FID against other
+  training images (held-out FID minus seen FID: what the concepts never trained on cost).
 
 *Recognised* means: among all the corpus's images, in the evaluator's image features, the prompted concept is
 one of the k concepts whose nearest image is nearest to the generated image (top-1, top-5). *Style* is read by
@@ -160,8 +161,9 @@ def enlarge(images: list[Image.Image], size: int) -> list[Image.Image]:
 def measure(images: list[Image.Image], prompts: list[str], rows: list[Record], *, clip: ClipExtractor,
             bank: torch.Tensor, bank_rows: list[Record], classifier: StyleClassifier | PixelStyleClassifier,
             cfg: CompareConfig,
-            real_held_out: torch.Tensor | None = None, exclude: list[int | None] | None = None) -> dict:
-    """Recognition, style and (against `real_held_out`) FID, KID and CLIP score of images drawn for `rows`."""
+            reference: torch.Tensor | None = None, exclude: list[int | None] | None = None) -> dict:
+    """Recognition, style, CLIP score and (against the real images' features `reference`) FID and KID of images
+    drawn for `rows`."""
     features = clip(images)
     concepts = [_field(r, cfg.concept_field) for r in rows]
     styles = [_field(r, cfg.style_field) for r in rows]
@@ -179,9 +181,9 @@ def measure(images: list[Image.Image], prompts: list[str], rows: list[Record], *
     text = clip.text_features(prompts)
     out["clip_score"] = float(clip_score(features, text).mean())
     out["clip_score_shuffled"] = float(clip_score(features, text.roll(1, dims=0)).mean())
-    if real_held_out is not None:
-        out["fid"] = frechet_distance(real_held_out, features)
-        out["kid"], out["kid_std"] = kernel_distance(real_held_out, features, seed=cfg.seed)
+    if reference is not None:
+        out["fid"] = frechet_distance(reference, features)
+        out["kid"], out["kid_std"] = kernel_distance(reference, features, seed=cfg.seed)
     return out
 
 
@@ -230,6 +232,14 @@ class Judges:
                    held_mask, train_mask, classifier, judge)
 
 
+def reference_rows(mask: torch.Tensor, judged: list[int], n: int, seed: int) -> torch.Tensor:
+    """Indices of n rows (a seeded draw; fewer if there are fewer) where `mask` is true and that are not `judged`."""
+    excluded = set(judged)
+    others = [i for i in torch.nonzero(mask).flatten().tolist() if i not in excluded]
+    picked = torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.tensor([others[i] for i in picked.tolist()], dtype=torch.long)
+
+
 def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: str | Path, out_dir: str | Path,
                       cfg: CompareConfig, *, cache_dir: str | Path | None = None, command: str | None = None,
                       speed=None) -> dict:
@@ -248,12 +258,15 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
     real_held_out = bank[held_mask]
     held_rows = evaluation_subset(held, cfg.n_held_out, seed=cfg.seed)
     seen_rows = evaluation_subset(seen, cfg.n_seen, seed=cfg.seed)
+    # Seen FID's reference: as many training-split images as the held-out split has, none of them a judged prompt's
+    # own, so seen and held-out FID compare at one reference size and the real images' seen FID is a fair floor.
+    real_seen = bank[reference_rows(j.train_mask, [where[str(r.path)] for r in seen_rows], len(held), cfg.seed)]
     common = dict(clip=clip, bank=bank, bank_rows=bank_rows, classifier=classifier, cfg=cfg)
 
-    def real(rows):  # the real images of these rows, measured like generated ones (themselves left out)
+    def real(rows, reference=None):  # the real images of these rows, measured like generated ones (themselves left out)
         feats_index = [where[str(r.path)] for r in rows]
         images = [load_image(r.path, size) for r in rows]
-        return measure(images, [r.caption for r in rows], rows, exclude=feats_index, **common)
+        return measure(images, [r.caption for r in rows], rows, exclude=feats_index, reference=reference, **common)
 
     result = {
         "data": str(data_dir), "data_fingerprint": j.fingerprint, "image_size": size, "clip_model": clip.name,
@@ -261,7 +274,8 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
         "corpus_images": len(records),
         "held_out_images": len(held), "concepts": len(set(_field(r, cfg.concept_field) for r in records)),
         "styles": classifier.labels, "style_judge": judge,
-        "real": {"held_out": real(held_rows), "seen": real(seen_rows)},
+        "seen_reference_images": len(real_seen),
+        "real": {"held_out": real(held_rows), "seen": real(seen_rows, real_seen)},
         "models": {},
     }
     log.info("real images: held-out top-5 %.3f, seen top-5 %.3f, style %.3f", result["real"]["held_out"]["top5"],
@@ -276,16 +290,17 @@ def compare_pipelines(models: list[str | Path], data_dir: str | Path, clip_dir: 
                  "steps": cfg.steps if cfg.steps is not None else pipe.defaults.get("steps")}
         if pipe.image_size > size:
             raise ValueError(f"{model} draws {pipe.image_size} px images, larger than the data's {size} px")
-        for part, rows, extra in (("held_out", held_rows, {"real_held_out": real_held_out}), ("seen", seen_rows, {})):
+        for part, rows, reference in (("held_out", held_rows, real_held_out), ("seen", seen_rows, real_seen)):
             prompts = [r.caption for r in rows]
             seeds = [cfg.seed + i for i in range(len(rows))]
             images = enlarge(generate(pipe, prompts, seeds, setting, batch_size=cfg.batch_size,
                                       desc=f"{Path(model).name} {part}"), size)
-            entry[part] = measure(images, prompts, rows, **common, **extra)
+            entry[part] = measure(images, prompts, rows, reference=reference, **common)
         entry["seconds"] = round(time.perf_counter() - start, 1)
         result["models"][str(model)] = entry
-        log.info("%s: held-out FID %.2f, top-5 %.3f; seen top-5 %.3f, style %.3f", model, entry["held_out"]["fid"],
-                 entry["held_out"]["top5"], entry["seen"]["top5"], entry["seen"]["style_accuracy"])
+        log.info("%s: held-out FID %.2f, top-5 %.3f; seen FID %.2f, top-5 %.3f, style %.3f", model,
+                 entry["held_out"]["fid"], entry["held_out"]["top5"], entry["seen"]["fid"], entry["seen"]["top5"],
+                 entry["seen"]["style_accuracy"])
     with atomic_folder(out_dir) as tmp:
         (tmp / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
         (tmp / "compare.md").write_text(markdown_table(result))
@@ -340,6 +355,12 @@ def markdown_table(result: dict) -> str:
     rows.append(f"| real images (ceiling) | {result['image_size']} | – | – | {h['clip_score']:.2f} "
                 f"({h['clip_score_shuffled']:.2f}) | {h['top1']:.1%} / {h['top5']:.1%} | {s['top1']:.1%} / "
                 f"{s['top5']:.1%} | {s['style_accuracy']:.1%} |")
+    if "fid" in result["real"]["seen"]:  # comparisons made before seen FID was measured have none
+        rows.append(f"\nSeen FID ↓ (images of the seen prompts against {result['seen_reference_images']} real images "
+                    "of the training split, none of them those prompts' own; held-out FID minus this is what the "
+                    "concepts never seen cost): " + ", ".join(f"{Path(name).name} {m['seen']['fid']:.2f}"
+                                                     for name, m in result["models"].items())
+                    + f"; real images {result['real']['seen']['fid']:.2f} (floor).")
     sets = result["styles"]
     per_set = ("\n\nSeen prompts per set (top-5 recognition / style classified right):\n\n| model | "
                + " | ".join(sets) + " |\n|---|" + "---|" * len(sets) + "\n")
