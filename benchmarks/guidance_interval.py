@@ -60,7 +60,8 @@ def main() -> None:
               f"{entry['seen']['top5']:.1%}, style {entry['seen']['style_accuracy']:.1%} ({out / 'compare.md'})",
               flush=True)
     print(f"\n{Path(args.model).name}, base guidance {rows[0][1]['guidance']}, N = {args.n} per split\n")
-    print("| guided at t in | held-out FID ↓ | KID ↓ | CLIP score ↑ | held-out top-5 | seen top-5 | seen style ✓ |")
+    print("| guided at t in | held-out FID ↓ | KID ↓ | CLIP score ↑ | held-out top-5 | seen top-5 | "
+          "seen style ✓ |")
     print("|---|---|---|---|---|---|---|")
     for name, m in rows:
         h, s = m["held_out"], m["seen"]

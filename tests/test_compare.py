@@ -7,7 +7,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from t2i.cli import main
-from t2i.evaluation.compare import StyleClassifier, accuracy, concept_ranks, enlarge, per_group, reference_rows, top_k_rate
+from t2i.evaluation.compare import (StyleClassifier, accuracy, concept_ranks, enlarge, per_group, reference_rows,
+                                    top_k_rate)
 
 
 def test_concepts_rank_by_their_nearest_image_each_counted_once():
