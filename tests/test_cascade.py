@@ -405,6 +405,28 @@ def test_cli_trains_a_text_conditioned_upsampler_and_refuses_a_bad_pooling(base,
     assert not (tmp_path / "bad").exists()  # refused before the captions were encoded: nothing written
 
 
+def test_cli_trains_a_base_with_pooled_text_and_the_cascade_draws_with_it(upsampler, shapes16, tmp_path, capsys):
+    base, pipe = tmp_path / "base", tmp_path / "pipe"
+    flags = ["train", "base", "--data", str(shapes16), "--size", "8", "--preset", "tiny", "--steps", "2",
+             "--batch-size", "8", "--max-length", "16"]
+    assert main(flags + ["--out", str(base), "--pooled-text-heads", "4"]) == 0
+    assert json.loads((base / "config.json").read_text())["addition_embed_type"] == "text"
+    assert main(["compose", "--base", str(base), "--upsampler", str(upsampler[0]), "--out", str(pipe),
+                 "--steps", "2", "--upsampler-steps", "2"]) == 0
+    cascade = t2i.load(pipe)
+    before = cascade("a red circle", seed=0)[0]
+    with torch.no_grad():  # silence the pooled summary: the same call must then draw something else
+        for w in cascade.base.add_embedding.parameters():
+            w.zero_()
+    after = cascade("a red circle", seed=0)[0]
+    assert before.size == (16, 16) and np.abs(np.asarray(before, float) - np.asarray(after, float)).mean() > 0
+    capsys.readouterr()
+    assert main(flags + ["--out", str(tmp_path / "bad"), "--pooled-text-heads", "7"]) == 1
+    err = capsys.readouterr().err
+    assert "pooled_text_heads 7 does not divide the text width 384" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()  # refused before anything was written or encoded
+
+
 def test_cascade_options_are_refused_for_a_latent_pipeline(pipeline_dir, tmp_path, capsys):
     assert main(["generate", "a red circle", "--model", str(pipeline_dir), "--out", str(tmp_path),
                  "--noise-level", "10"]) == 1

@@ -91,6 +91,9 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
     if cfg.image_size % cfg.model.downsampling_factor:  # fail before reading anything
         raise ValueError(f"base image size {cfg.image_size} is not divisible by the U-Net's factor "
                          f"{cfg.model.downsampling_factor}")
+    heads = cfg.model.pooled_text_heads
+    if heads and text_width(cfg.text) % heads:  # before anything is written or encoded
+        raise ValueError(f"pooled_text_heads {heads} does not divide the text width {text_width(cfg.text)}")
     source = open_source(data_dir, split=split)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
