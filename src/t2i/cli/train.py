@@ -219,8 +219,9 @@ def register_base(tsub) -> None:
     b.add_argument("--size", type=positive_int, default=16, help="side of the small images it draws, in pixels")
     add_text_conditioned_flags(b, presets=("tiny", "small", "medium", "base"))
     b.add_argument("--pooled-text-heads", type=non_negative_int, default=0,
-                   help="also add an attention-pooled summary of the prompt to the timestep embedding, with this many "
-                   "heads (must divide the text width; Imagen's and DeepFloyd IF's bases do; 0: cross-attention only)")
+                   help="also add an attention-pooled summary of the prompt to the timestep embedding, as Imagen's "
+                   "and DeepFloyd IF's bases do, with this many heads (must divide the text width; 0: "
+                   "cross-attention only)")
     add_train_flags(b, steps=1200, batch_size=64, lr=2e-3, ema=0.999)
     b.add_argument("--cache-dir", type=Path, default=None, help="where text embeddings are cached (default OUT/cache)")
     b.set_defaults(run=run_base)
