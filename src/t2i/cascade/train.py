@@ -92,8 +92,8 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
         raise ValueError(f"base image size {cfg.image_size} is not divisible by the U-Net's factor "
                          f"{cfg.model.downsampling_factor}")
     heads = cfg.model.pooled_text_heads
-    if heads and text_width(cfg.text) % heads:  # before anything is written or encoded
-        raise ValueError(f"pooled_text_heads {heads} does not divide the text width {text_width(cfg.text)}")
+    if heads and (width := text_width(cfg.text)) % heads:  # before anything is written or encoded
+        raise ValueError(f"pooled_text_heads {heads} does not divide the text width {width}")
     source = open_source(data_dir, split=split)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
@@ -218,8 +218,8 @@ def train_upsampler(data_dir: str | Path, out_dir: str | Path, cfg: UpsamplerTra
                          "(pooled_text_heads 0)")
     if cfg.text is not None and cfg.text.source == SCRATCH:
         raise ValueError("an upsampler takes the base's frozen text encoder, not one trained from scratch")
-    if cfg.text is not None and text_width(cfg.text) % m.pooled_text_heads:  # before the captions are encoded
-        raise ValueError(f"pooled_text_heads {m.pooled_text_heads} must divide the text width {text_width(cfg.text)}")
+    if cfg.text is not None and (width := text_width(cfg.text)) % m.pooled_text_heads:  # before captions are encoded
+        raise ValueError(f"pooled_text_heads {m.pooled_text_heads} must divide the text width {width}")
     source = open_source(data_dir, split=split)
     held = min(cfg.held_out, len(source) // 10)
     # Both sizes come from the source file through one resize (load_image), exactly as the base's training
