@@ -111,7 +111,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from t2i.autoencoder import AutoencoderTrainConfig, train_autoencoder
+    from t2i.autoencoder import train_autoencoder
     from t2i.data import ShapesConfig, write_shapes
     from t2i.demo import DemoConfig
     from t2i.latent.train import train_generator
@@ -163,7 +163,7 @@ def main() -> None:
                            "vq_codebook_usage": vq["info"]["metrics"]["codebook_usage_held_out"]}
 
     b, d = results["budget"], results["decoders"]
-    print(f"\n| | latent (Stable Diffusion's) | tokens (DALL-E's) |\n|---|---|---|")
+    print("\n| | latent (Stable Diffusion's) | tokens (DALL-E's) |\n|---|---|---|")
     print(f"| decoder training, CPU time | {b['autoencoder_cpu']:.0f} s, {demo.autoencoder.train.steps} steps | "
           f"{b['vq_cpu']:.0f} s (budget {b['autoencoder_cpu']:.0f} s), {b['vq_steps']} steps |")
     print(f"| decoder held-out PSNR | {d['kl_psnr']:.1f} dB | {d['vq_psnr']:.1f} dB "

@@ -211,8 +211,6 @@ def test_compose_refuses_a_text_encoder_of_another_width_and_a_learned_variance(
     assert not (tmp_path / "pipe").exists()
 
 
-
-
 def test_diffusers_pixart_pipeline_loads_the_folder_and_runs_it_given_t2i_embeddings(tf_folder, tf_pipe):
     """PixArtAlphaPipeline loads the folder (it expects T5 and warns about the BERT encoder) and runs it with three
     arguments. Its own prompt encoding masks the padding tokens in cross-attention, which training never did, so it

@@ -445,6 +445,8 @@ def run_tokens(args, command: str) -> None:
         from t2i.variants import compose_pipeline
 
         print(f"pipeline: wrote {compose_pipeline(args.out, args.pipeline_out)}")
+
+
 def register_preview_decoder(tsub) -> None:
     p = tsub.add_parser("preview-decoder", formatter_class=Help,
                         help="the tiny decoder behind cheap per-step previews, for an existing autoencoder",

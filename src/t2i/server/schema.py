@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_SEED = 2**32 - 1
 
 
-
 class GenerateRequest(BaseModel):
     """What to generate. Omitted settings take the model's defaults; limits are in GET /api/info."""
 
