@@ -19,6 +19,7 @@ Beside each, two more fresh processes:
     python benchmarks/generate_speed.py --model outputs/demo/pipeline
     python benchmarks/generate_speed.py --model src/t2i/models/emoji64 --budget 1   # the shipped 64-px model
     python benchmarks/generate_speed.py --model src/t2i/models/emoji64 --budget 1 --no-bf16   # in float32
+    python benchmarks/generate_speed.py --model src/t2i/models/emoji64 --budget 1 --compile   # compiled U-Nets
 
 Images are the model's own size (printed). The CPU's name and the load average before and after are printed
 too: on a machine other processes keep busy the seconds say little (the memory still holds).
@@ -44,7 +45,7 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 import t2i
 from t2i.pipeline.speed import SpeedConfig
-pipe = t2i.load({model!r}, speed=SpeedConfig(bf16={bf16}))
+pipe = t2i.load({model!r}, speed=SpeedConfig(bf16={bf16}, compile={compile}))
 bf16 = bool(getattr(pipe, "bf16", False))
 startup = time.perf_counter() - t0
 size = pipe.image_size
@@ -113,7 +114,8 @@ def time_command(args: argparse.Namespace) -> dict:
         done = subprocess.run([*t2i_command(), "generate", "--model", str(args.model), "a red circle",
                                "--n", str(args.n), "--steps", str(args.steps), "--sampler", args.sampler, "--seed", "0",
                                "--threads", str(args.threads), "--out", str(out),
-                               *({True: ["--bf16"], False: ["--no-bf16"]}.get(args.bf16, []))],
+                               *({True: ["--bf16"], False: ["--no-bf16"]}.get(args.bf16, [])),
+                               *(["--compile"] if args.compile else [])],
                               capture_output=True, text=True, check=True)
         whole = time.perf_counter() - t
         startup = re.search(r"start-up ([0-9.]+) s", done.stdout)
@@ -138,12 +140,15 @@ def main() -> None:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 autocast on (--bf16) or off (--no-bf16), as t2i generate takes them; default: the "
                    "pipeline's own choice (a cascade: on where the CPU has native bfloat16)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the U-Nets, as t2i generate --compile does: the first call pays the compilation, "
+                   "the timed calls after it run compiled")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     if not any((args.model / name).is_file() for name in ("model_index.json", "t2i.json")):
         p.error(f"--model {args.model} is not a pipeline folder (no model_index.json or t2i.json)")
     code = CHILD.format(threads=args.threads, model=str(args.model), n=args.n, steps=args.steps,
-                        calls=args.calls, sampler=args.sampler, bf16=args.bf16)
+                        calls=args.calls, sampler=args.sampler, bf16=args.bf16, compile=args.compile)
     libraries_code = LIBRARIES.format(text_class=text_encoder_class(args.model))
     load_before = os.getloadavg()[0]
     runs = []
@@ -152,7 +157,8 @@ def main() -> None:
     startup = [r["startup_s"] for r in runs]
     size = runs[0]["image_size"]
     print(f"model {args.model}: {args.n} images of {size}×{size} px, {args.sampler} {args.steps} steps, guidance on, "
-          f"{args.threads} threads, {'bfloat16 autocast' if runs[0]['bf16'] else 'float32'}; "
+          f"{args.threads} threads, {'bfloat16 autocast' if runs[0]['bf16'] else 'float32'}"
+          f"{', compiled' if args.compile else ''}; "
           f"{args.repeats} processes × {args.calls} calls")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; load average {load_before:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")
