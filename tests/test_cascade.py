@@ -10,13 +10,14 @@ import torch
 import t2i
 from t2i.cascade.compose import compose_cascade
 from t2i.cascade.model import UPSAMPLER_PRESETS, is_text_conditioned, upsampler_network
-from t2i.cascade.train import BASE_PRESETS, BaseTrainConfig, UpsamplerTrainConfig, held_out_psnr, train_base, \
-    train_upsampler
+from t2i.cascade.train import BASE_PRESETS, BaseTrainConfig, UpsamplerTrainConfig, base_loss, flippable_rows, \
+    held_out_psnr, train_base, train_upsampler
 from t2i.cli import main
 from t2i.data import ShapesConfig, load_tensors, scan_folder, write_shapes
 from t2i.pipeline import CompositionError
 from t2i.sampling import dynamic_thresholding
 from t2i.text import TextEncoderConfig
+from t2i.training.batches import sample_rand
 from t2i.training.trainer import TrainConfig
 
 HELD_OUT = 32
@@ -427,6 +428,44 @@ def test_cli_trains_a_base_with_pooled_text_and_the_cascade_draws_with_it(upsamp
     assert not (tmp_path / "bad").exists()  # refused before anything was written or encoded
 
 
+def test_random_flip_mirrors_only_images_whose_captions_allow_it(monkeypatch):
+    rows = flippable_rows([["red apple, noto style"], ["left-facing fist"], ["flag: Germany"], ["keycap #"],
+                           ["ten o’clock"], ["copyright", "copyright sign"],
+                           ["a red circle", "a red circle to the left of a blue square"]])
+    assert rows.tolist() == [True, False, False, False, False, True, False]  # any caption that names one: kept
+
+    seen = []  # the clean images the loss is taken on
+    monkeypatch.setattr("t2i.cascade.train.diffusion_loss", lambda denoiser, x0, *a, **k: seen.append(x0) or x0.sum())
+    x0 = torch.arange(64 * 3 * 2 * 2, dtype=torch.float32).reshape(64, 3, 2, 2)  # no row is its own mirror
+    batch = {"pixel_values": x0, "caption_index": torch.zeros(64, dtype=torch.long),
+             "flippable": torch.arange(64) % 2 == 0}
+    table, uncond, cfg = torch.zeros(1, 4, 8), torch.zeros(1, 4, 8), BASE_PRESETS["tiny"]()
+    generators = [torch.Generator().manual_seed(0) for _ in range(3)]
+    for p, g in zip((0.0, 0.5, 1.0), generators):
+        base_loss(None, cfg, uncond, table, random_flip=p)(None, batch, g)
+    off, half, always = ((x != x0).flatten(1).any(1) for x in seen)  # (64,) which rows were changed
+    assert not off.any() and always.tolist() == batch["flippable"].tolist()
+    assert torch.equal(seen[2][0], x0[0].flip(-1))  # mirrored left to right, nothing else
+    assert 0 < int(half.sum()) < 32 and not half[1::2].any()
+    reference = torch.Generator().manual_seed(0)
+    sample_rand((64,), reference)  # caption dropout's draw: with flips off, the only one (old runs reproduce)
+    assert torch.equal(generators[0].get_state(), reference.get_state())
+
+
+def test_cli_records_a_base_s_random_flip_and_refuses_a_bad_one(shapes16, tmp_path):
+    from t2i.cli import parser
+
+    base = tmp_path / "base"
+    assert main(["train", "base", "--data", str(shapes16), "--size", "8", "--preset", "tiny", "--steps", "2",
+                 "--batch-size", "8", "--max-length", "16", "--out", str(base), "--random-flip", "0.5"]) == 0
+    assert json.loads((base / "t2i_component.json").read_text())["config"]["random_flip"] == 0.5
+    with pytest.raises(SystemExit):
+        parser().parse_args(["train", "base", "--data", "d", "--out", "o", "--random-flip", "1.5"])
+    with pytest.raises(ValueError, match="random_flip is a probability"):
+        train_base(shapes16, tmp_path / "bad", BaseTrainConfig(random_flip=-0.1))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_cascade_options_are_refused_for_a_latent_pipeline(pipeline_dir, tmp_path, capsys):
     assert main(["generate", "a red circle", "--model", str(pipeline_dir), "--out", str(tmp_path),
                  "--noise-level", "10"]) == 1
@@ -442,8 +481,9 @@ def test_cascade_training_flag_defaults_match_the_configs():
     args = parser().parse_args(["train", "base", "--data", "d", "--out", "o"])
     assert (args.steps, args.batch_size, args.lr, args.ema) == (base.train.steps, base.train.batch_size, base.train.lr,
                                                                  base.train.ema_decay)
-    assert (args.size, args.prediction, args.min_snr_gamma, args.caption_dropout) == (
-        base.image_size, base.model.prediction_type, base.model.min_snr_gamma, base.model.caption_dropout)
+    assert (args.size, args.prediction, args.min_snr_gamma, args.caption_dropout, args.random_flip) == (
+        base.image_size, base.model.prediction_type, base.model.min_snr_gamma, base.model.caption_dropout,
+        base.random_flip)
     up = UpsamplerTrainConfig()
     args = parser().parse_args(["train", "upsampler", "--data", "d", "--out", "o"])
     assert (args.steps, args.batch_size, args.lr, args.ema, args.held_out) == (

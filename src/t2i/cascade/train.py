@@ -12,6 +12,7 @@ are text-conditioned too); otherwise captions are unused.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,9 +53,23 @@ BASE_PRESETS = {
 }
 
 
+# Captions whose image a mirror would contradict: directions, flags, keycaps, clock faces, letters. Their images are
+# never flipped by `random_flip` (a crude word test: it errs on the side of not flipping).
+MIRROR_WORDS = re.compile(r"\b(left|right|leftwards|rightwards|flag|keycap|clock|o['’]clock|letters?|text)\b",
+                          re.IGNORECASE)
+
+
+def flippable_rows(caption_choices: list[list[str]]) -> torch.Tensor:
+    """(N,) bool: whether no caption of the sample names something a horizontal mirror would contradict."""
+    return torch.tensor([not any(MIRROR_WORDS.search(c) for c in options) for options in caption_choices],
+                        dtype=torch.bool)
+
+
 @dataclass
 class BaseTrainConfig:
     image_size: int = 16  # side of the small images the base learns to draw, in pixels (images are resized to it)
+    random_flip: float = 0.0  # probability of mirroring a training image left to right (diffusers' --random_flip),
+    # except images whose captions name a direction, flag, keycap, clock or letters (MIRROR_WORDS); 0: never
     model: GeneratorConfig = field(default_factory=BASE_PRESETS["small"])
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     train: TrainConfig = field(
@@ -63,11 +78,15 @@ class BaseTrainConfig:
 
 
 def base_loss(denoiser: Denoiser, cfg: GeneratorConfig, uncond: torch.Tensor | None,
-              text_table: torch.Tensor | None = None):
-    """The latent generator's loss on pixels in [−1, 1]; caption dropout swaps in the empty prompt."""
+              text_table: torch.Tensor | None = None, random_flip: float = 0.0):
+    """The latent generator's loss on pixels in [−1, 1]; caption dropout swaps in the empty prompt; with
+    `random_flip`, rows the batch marks "flippable" are mirrored left to right with that probability."""
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         x0 = batch["pixel_values"]  # (B, 3, h, w)
+        if random_flip > 0:  # drawn only when on, so runs without it keep their random stream
+            flip = (sample_rand((x0.shape[0],), generator, device=x0.device) < random_flip) & batch["flippable"]
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         drop = sample_rand((x0.shape[0],), generator, device=x0.device) < cfg.caption_dropout  # (B,)
         unet, emb = caption_embeddings(model, batch, drop, text_table, uncond, generator)
         return diffusion_loss(denoiser, x0, lambda x_t, t: unet(x_t, t, encoder_hidden_states=emb).sample, generator,
@@ -94,6 +113,8 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
     heads = cfg.model.pooled_text_heads
     if heads and (width := text_width(cfg.text)) % heads:  # before anything is written or encoded
         raise ValueError(f"pooled_text_heads {heads} does not divide the text width {width}")
+    if not 0 <= cfg.random_flip <= 1:
+        raise ValueError(f"random_flip is a probability in [0, 1], got {cfg.random_flip}")
     source = open_source(data_dir, split=split)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
@@ -105,13 +126,16 @@ def train_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseTrainConfig, 
                         device=processes.device, split=processes_split)
     # Images are decoded per batch, at the base's size, by the same resize that makes an upsampler's inputs.
     tensors = {"pixel_values": ImageRows(source, cfg.image_size), **text.tensors}
+    if cfg.random_flip > 0:
+        tensors["flippable"] = flippable_rows(source.caption_choices)
+        log.info("random flips: %d of %d images may be mirrored", int(tensors["flippable"].sum()), len(source))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # diffusers initialises from the global RNG; keep it contained
         unet = build_unet(cfg.model, sample_size=cfg.image_size, latent_channels=3,
                           cross_attention_dim=text.encoder.hidden_size)
     model = trainable(unet, text)
     denoiser = Denoiser(unet, alphas_cumprod(cfg.model.schedule), cfg.model.prediction_type)
-    loss_fn = base_loss(denoiser, cfg.model, text.uncond, text.text_table)
+    loss_fn = base_loss(denoiser, cfg.model, text.uncond, text.text_table, cfg.random_flip)
     batches = random_batches(tensors, cfg.train.micro_batch_size, seed=cfg.train.seed, names=source.names)
     result = train(model, loss_fn, batches, cfg.train, log_dir=out_dir, desc="base", resume=resume,
                    reset_data_position=reset_data_position, data_fingerprint=fingerprint)

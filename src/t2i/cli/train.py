@@ -222,6 +222,9 @@ def register_base(tsub) -> None:
                    help="also add an attention-pooled summary of the prompt to the timestep embedding, as Imagen's "
                    "and DeepFloyd IF's bases do, with this many heads (must divide the text width; 0: "
                    "cross-attention only)")
+    b.add_argument("--random-flip", type=fraction, default=0.0,
+                   help="mirror each training image left to right with this probability (diffusers' --random_flip), "
+                   "except images whose captions name a direction, flag, keycap, clock, letters or text; 0: never")
     add_train_flags(b, steps=1200, batch_size=64, lr=2e-3, ema=0.999)
     b.add_argument("--cache-dir", type=Path, default=None, help="where text embeddings are cached (default OUT/cache)")
     b.set_defaults(run=run_base)
@@ -232,7 +235,8 @@ def run_base(args, command: str) -> None:
 
     model, text = text_conditioned_config(args, BASE_PRESETS)
     model.pooled_text_heads = args.pooled_text_heads
-    cfg = BaseTrainConfig(image_size=args.size, model=model, text=text, train=train_config(args))
+    cfg = BaseTrainConfig(image_size=args.size, random_flip=args.random_flip, model=model, text=text,
+                          train=train_config(args))
     info = train_base(args.data, args.out, cfg, cache_dir=args.cache_dir, command=command, resume=args.resume,
                       reset_data_position=args.reset_data_position, split=split_arg(args))
     if report_stop(info, command) or not is_main_process():
