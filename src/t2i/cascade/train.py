@@ -53,8 +53,8 @@ BASE_PRESETS = {
 }
 
 
-# Captions whose image a mirror would contradict: directions, flags, keycaps, clock faces, letters. Their images are
-# never flipped by `random_flip` (a crude word test: it errs on the side of not flipping).
+# Captions whose image a mirror would contradict: directions, flags, keycaps, clock faces, letters, text. Their images
+# are never flipped by `random_flip` (a crude word test: it errs on the side of not flipping).
 MIRROR_WORDS = re.compile(r"\b(left|right|leftwards|rightwards|flag|keycap|clock|o['’]clock|letters?|text)\b",
                           re.IGNORECASE)
 
@@ -69,7 +69,7 @@ def flippable_rows(caption_choices: list[list[str]]) -> torch.Tensor:
 class BaseTrainConfig:
     image_size: int = 16  # side of the small images the base learns to draw, in pixels (images are resized to it)
     random_flip: float = 0.0  # probability of mirroring a training image left to right (diffusers' --random_flip),
-    # except images whose captions name a direction, flag, keycap, clock or letters (MIRROR_WORDS); 0: never
+    # except images whose captions name a direction, flag, keycap, clock, letters or text (MIRROR_WORDS); 0: never
     model: GeneratorConfig = field(default_factory=BASE_PRESETS["small"])
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     train: TrainConfig = field(
