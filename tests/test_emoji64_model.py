@@ -3,6 +3,7 @@ the installed package with no training and no download, its weights are the ones
 model card's comparison comes from the command the card names."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,23 @@ def test_the_card_names_data_licences_command_and_its_table_is_the_measured_one(
     assert comparison["command"].startswith("t2i compare ") and comparison["command"] in card
     assert markdown_table(comparison).strip() in card  # the card's table, character for character
     assert "bash recipes/emoji64.sh" in card
+
+
+def test_the_recipe_defaults_are_the_shipped_model_s_commands():
+    """`bash recipes/emoji64.sh` with no overrides trains and composes what ships: its defaults are the flags of
+    the commands the shipped t2i.json records (a changed default without a new ship, or the reverse, fails)."""
+    recipe = (Path(__file__).parents[1] / "recipes" / "emoji64.sh").read_text()
+    default = dict(re.findall(r"^([A-Z_]+)=\$\{\1:-([^}]*)\}", recipe, flags=re.MULTILINE))
+    info = json.loads((EMOJI64 / "t2i.json").read_text())
+    base, upsampler = info["components"]["base"]["command"], info["components"]["upsamplers"][0]["command"]
+    for flag, name in [("--preset", "BASE_PRESET"), ("--steps", "BASE_STEPS"), ("--lr", "BASE_LR"),
+                       ("--mixed-precision", "BASE_PRECISION"), ("--random-flip", "BASE_FLIP"), ("--size", "LOW")]:
+        assert f" {flag} {default[name]} " in base, (flag, default[name], base)
+    for flag, name in [("--preset", "UP_PRESET"), ("--steps", "UP_STEPS"), ("--low-size", "LOW"), ("--size", "SIZE")]:
+        assert f" {flag} {default[name]} " in upsampler, (flag, default[name], upsampler)
+    assert info["defaults"]["steps"] == int(default["BASE_SAMPLE_STEPS"])
+    assert info["defaults"]["upsampler_steps"] == int(default["UP_SAMPLE_STEPS"])
+    assert info["defaults"]["guidance"] == float(default["GUIDANCE"])
 
 
 def test_the_shipped_model_draws_64px_images(shipped):

@@ -45,6 +45,7 @@ def test_the_recipe_trains_judges_chooses_and_resumes(tmp_path):
     assert (out / "grid.png").is_file()
     cascade = json.loads((out / "cascade" / "t2i.json").read_text())
     assert cascade["defaults"]["steps"] == 10  # BASE_SAMPLE_STEPS
+    assert cascade["components"]["base"]["config"]["random_flip"] == 0.5  # BASE_FLIP's default, as shipped
     assert cascade["upsamplers"][0]["text_conditioned"] and cascade["defaults"]["upsampler_guidance"] == 2  # UP_TEXT
     stages = [line.split("\t")[0] for line in (out / "times.tsv").read_text().splitlines()[1:]]
     assert {"data", "autoencoder", "generator", "clip", "base", "upsampler", "judge", "grid"} <= set(stages)
