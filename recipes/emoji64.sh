@@ -22,9 +22,9 @@
 # user and system seconds go to OUT/times.tsv; each lane's full output to OUT/logs/LANE.log.
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
 # Environment overrides (smoke tests and the experiments in BENCHMARKS.md; the shipped model used the defaults):
-# T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, BASE_FLIP, BASE_SAMPLE_STEPS, UP_STEPS,
-# CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, UP_TEXT, UP_GUIDANCE, CLIP_PRESET, EVAL_N, SEEN_N,
-# GUIDANCE, UP_SAMPLE_STEPS, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
+# T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, BASE_FLIP, BASE_SAMPLE_STEPS,
+# UP_STEPS, CLIP_STEPS, AE_PRESET, GEN_PRESET, BASE_PRESET, UP_PRESET, UP_TEXT, UP_GUIDANCE, CLIP_PRESET, EVAL_N,
+# SEEN_N, GUIDANCE, UP_SAMPLE_STEPS, OLD_MODEL, DATA_ARGS, PROGRESS_EVERY, JUDGE_THREADS.
 set -euo pipefail
 
 OUT=${1:-outputs/emoji64}
@@ -41,8 +41,8 @@ BASE_PRESET=${BASE_PRESET:-base}      # UNet2DConditionModel (64, 128, 128), 2 l
 BASE_STEPS=${BASE_STEPS:-3300}        # × 64 images; 1.5 s of one core per step in bf16 (AMX)
 BASE_LR=${BASE_LR:-1e-3}              # half the medium preset's 2e-3: wider U-Nets diverged at 2e-3 (BENCHMARKS.md)
 BASE_PRECISION=${BASE_PRECISION:-auto} # bf16 where the CPU or GPU has it natively, else float32
-BASE_FLIP=${BASE_FLIP:-0.5}           # random left-right flips of the base's training images (not of captions naming
-                                      # a direction or text): held-out FID 4.67 vs 5.60 without (BENCHMARKS.md)
+BASE_FLIP=${BASE_FLIP:-0.5}           # random left-right flips of the base's training images (never of those whose
+                                      # captions name a direction or text): held-out FID 4.67 vs 5.60 without
 BASE_SAMPLE_STEPS=${BASE_SAMPLE_STEPS:-10}  # the base's sampling steps: 10 judged as good as 20 (held-out FID 5.59
                                             # vs 5.49, N = 500) at about 0.6 of the time
 UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image)
