@@ -18,8 +18,8 @@
 # The text encoder is the pretrained MiniLM (nothing to train).
 # Every stage that finished is skipped on a rerun; an interrupted training stage continues from its last
 # checkpoint (--resume). Every minute the recipe prints each lane's stage, its step and an estimate
-# of the time left (from the stage budgets below, measured on an Intel Xeon, 2 cores). Each stage's wall,
-# user and system seconds go to OUT/times.tsv; each lane's full output to OUT/logs/LANE.log.
+# of the time left (from the stage budgets below, measured on an Intel Xeon, the base's on an AMD EPYC).
+# Each stage's wall, user and system seconds go to OUT/times.tsv; each lane's full output to OUT/logs/LANE.log.
 # On a GPU the same commands run unchanged under accelerate (prefix T2I="accelerate launch -m t2i.cli").
 # Environment overrides (smoke tests and the experiments in BENCHMARKS.md; the shipped model used the defaults):
 # T2I, PYTHON, SIZE, LOW, AE_STEPS, GEN_STEPS, BASE_STEPS, BASE_LR, BASE_PRECISION, BASE_FLIP, BASE_SAMPLE_STEPS,
@@ -37,14 +37,14 @@ AE_PRESET=${AE_PRESET:-medium}        # AutoencoderKL (32, 64, 64): f = 4, 16×1
 AE_STEPS=${AE_STEPS:-800}             # × 32 images; 2.7 s of one core per step
 GEN_PRESET=${GEN_PRESET:-medium}      # UNet2DConditionModel (64, 128), cross-attention at 8×8
 GEN_STEPS=${GEN_STEPS:-1600}          # × 64 latents
-BASE_PRESET=${BASE_PRESET:-base}      # UNet2DConditionModel (64, 128, 128), 2 layers per block, on 16×16 pixels
-BASE_STEPS=${BASE_STEPS:-3300}        # × 64 images; 1.5 s of one core per step in bf16 (AMX)
-BASE_LR=${BASE_LR:-1e-3}              # half the medium preset's 2e-3: wider U-Nets diverged at 2e-3 (BENCHMARKS.md)
+BASE_PRESET=${BASE_PRESET:-medium}    # UNet2DConditionModel (64, 128), cross-attention at 8×8, on 16×16 pixels
+BASE_STEPS=${BASE_STEPS:-6000}        # × 64 images; 1.1 s of one core per step in bf16 (AMD EPYC, AVX-512 BF16)
+BASE_LR=${BASE_LR:-2e-3}              # the `base` preset (2.5× wider) takes 1e-3: it diverged at 2e-3 (BENCHMARKS.md)
 BASE_PRECISION=${BASE_PRECISION:-auto} # bf16 where the CPU or GPU has it natively, else float32
 BASE_FLIP=${BASE_FLIP:-0.5}           # random left-right flips of the base's training images (never of those whose
-                                      # captions name a direction or text): held-out FID 4.67 vs 5.60 without
-BASE_SAMPLE_STEPS=${BASE_SAMPLE_STEPS:-10}  # the base's sampling steps: 10 judged as good as 20 (held-out FID 5.59
-                                            # vs 5.49, N = 500) at about 0.6 of the time
+                                      # captions name a direction or text): held-out FID 4.67 vs 5.60 without (`base`)
+BASE_SAMPLE_STEPS=${BASE_SAMPLE_STEPS:-20}  # the base's sampling steps (the medium base draws 4 images × 20 steps
+                                            # within 1 s on 2 cores; the `base` preset's were judged at 10)
 UP_PRESET=${UP_PRESET:-small}         # UNet2DModel (32, 64) on 64×64 (+ the enlarged 16-px image)
 UP_STEPS=${UP_STEPS:-1500}            # × 32 images; 2.8 s of one core per step
 UP_TEXT=${UP_TEXT:-}                  # a text encoder (the base's: minilm) makes the upsampler text-conditioned
@@ -80,7 +80,7 @@ stage() {  # stage NAME COMMAND...: run, timing wall and CPU seconds of it and i
 done_file() { [ -f "$1" ]; }
 
 # -- the stages' budgets in minutes of one core (measured step costs × steps), for the time-left estimate --
-declare -A BUDGET=([autoencoder]=36 [generator]=48 [compose-latent]=1 [clip]=13 [base]=84
+declare -A BUDGET=([autoencoder]=36 [generator]=48 [compose-latent]=1 [clip]=13 [base]=112
                    [upsampler]=70 [judge]=20)
 LANE_latent="autoencoder generator compose-latent"
 LANE_base="base"

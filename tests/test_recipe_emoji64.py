@@ -44,7 +44,7 @@ def test_the_recipe_trains_judges_chooses_and_resumes(tmp_path):
     assert json.loads((out / "pipeline" / "t2i.json").read_text())["variant"] == best
     assert (out / "grid.png").is_file()
     cascade = json.loads((out / "cascade" / "t2i.json").read_text())
-    assert cascade["defaults"]["steps"] == 10  # BASE_SAMPLE_STEPS
+    assert cascade["defaults"]["steps"] == 20  # BASE_SAMPLE_STEPS's default, as shipped
     assert cascade["components"]["base"]["config"]["random_flip"] == 0.5  # BASE_FLIP's default, as shipped
     assert cascade["upsamplers"][0]["text_conditioned"] and cascade["defaults"]["upsampler_guidance"] == 2  # UP_TEXT
     stages = [line.split("\t")[0] for line in (out / "times.tsv").read_text().splitlines()[1:]]
